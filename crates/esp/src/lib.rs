@@ -1,0 +1,1 @@
+//! EFI system partition images (FAT) built from a list of host files.
