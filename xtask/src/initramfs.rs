@@ -1,0 +1,1 @@
+//! Builds the test node's initramfs (node-init + kernel modules).

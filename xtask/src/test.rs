@@ -1,0 +1,7 @@
+//! `cargo xtask test`.
+
+use anyhow::{Result, bail};
+
+pub fn run(_args: &[String]) -> Result<()> {
+    bail!("not implemented yet")
+}
