@@ -1,0 +1,41 @@
+use std::path::PathBuf;
+
+/// Why an ISO could not be planned or written.
+#[derive(Debug, thiserror::Error)]
+pub enum IsoError {
+    /// A host file or directory given as input could not be read.
+    #[error("cannot read {path}: {source}")]
+    Input {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An input tree holds something an image must not carry as-is.
+    #[error("{path}: {reason}")]
+    Unsupported { path: PathBuf, reason: &'static str },
+    /// A path inside the image is not acceptable.
+    #[error("invalid path in the image {path:?}: {reason}")]
+    ImagePath { path: String, reason: &'static str },
+    /// Two inputs claim the same path in the image.
+    #[error("{path:?} is added to the image twice")]
+    Duplicate { path: String },
+    /// A volume identifier that ISO 9660 cannot store.
+    #[error("invalid volume identifier {id:?}: {reason}")]
+    VolumeId { id: String, reason: &'static str },
+    /// The boot setup refers to something that is not in the image.
+    #[error("boot setup: {0}")]
+    Boot(String),
+    /// The layout engine refused the tree or the options.
+    #[error("laying out the image: {0}")]
+    Layout(#[source] hadris_fs::PathError),
+    /// Writing the image failed (disk full, I/O error, a source file that changed meanwhile).
+    #[error("writing the image: {0}")]
+    Write(#[source] hadris_fs::PathError),
+    /// Writing or syncing the output file failed.
+    #[error("writing {path}: {source}")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}

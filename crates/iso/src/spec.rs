@@ -1,0 +1,423 @@
+//! What goes into an image, and writing it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use hadris_fs::{Content, DateTime, Node, Tree};
+use hadris_iso::{
+    AppendedPartition, BootEntry, BootInfo, ElTorito, Hybrid, IsoId, IsoLevel, IsoOptions, NameCase,
+};
+
+use crate::device::{ImageDevice, Progress};
+use crate::error::IsoError;
+
+/// A 2048-byte ISO sector counts as four 512-byte El Torito "virtual sectors".
+const VIRTUAL_SECTOR: u64 = 512;
+
+/// BIOS boot through El Torito no-emulation and, from a USB stick, through the MBR boot code.
+#[derive(Debug, Clone)]
+pub struct BiosBoot {
+    /// The boot image's path in the image (e.g. `isolinux/isolinux.bin`); it gets a boot info
+    /// table, as ISOLINUX expects.
+    pub image: String,
+    /// Where the El Torito boot catalog goes in the image (e.g. `isolinux/boot.cat`).
+    pub catalog: String,
+    /// MBR boot code (at most 432 bytes, e.g. the start of syslinux `isohdpfx.bin`). The writer
+    /// stores the boot image's address at bytes 432..440, where isohybrid boot code reads it.
+    pub mbr_code: Vec<u8>,
+}
+
+/// Everything an image holds. Build it with the `add_*` methods, then [`IsoSpec::write`].
+#[derive(Debug)]
+pub struct IsoSpec {
+    volume_id: String,
+    volume_set_id: Option<String>,
+    application_id: Option<String>,
+    unix_time: i64,
+    tree: Tree,
+    bios: Option<BiosBoot>,
+    esp: Option<PathBuf>,
+}
+
+/// What [`IsoSpec::write`] produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Bytes in the image.
+    pub size: u64,
+}
+
+impl IsoSpec {
+    /// An empty image with `volume_id` (1 to 32 of `A-Z 0-9 _`, the ISO 9660 d-characters that
+    /// every reader shows as written), dated `unix_time` (all volume and file dates).
+    pub fn new(volume_id: &str, unix_time: i64) -> Result<Self, IsoError> {
+        check_volume_id(volume_id)?;
+        Ok(Self {
+            volume_id: volume_id.to_owned(),
+            volume_set_id: None,
+            application_id: None,
+            unix_time,
+            tree: Tree::new(),
+            bios: None,
+            esp: None,
+        })
+    }
+
+    /// Sets the volume set identifier (up to 128 bytes).
+    pub fn volume_set_id(&mut self, id: &str) -> &mut Self {
+        self.volume_set_id = Some(id.to_owned());
+        self
+    }
+
+    /// Sets the application identifier (up to 128 bytes).
+    pub fn application_id(&mut self, id: &str) -> &mut Self {
+        self.application_id = Some(id.to_owned());
+        self
+    }
+
+    /// Adds the host file `host` at `path` in the image. The file is read when the image is
+    /// written, so it must keep its size until then.
+    pub fn add_file(&mut self, path: &str, host: &Path) -> Result<&mut Self, IsoError> {
+        let meta = std::fs::symlink_metadata(host).map_err(|source| IsoError::Input {
+            path: host.to_owned(),
+            source,
+        })?;
+        if !meta.is_file() {
+            return Err(IsoError::Unsupported {
+                path: host.to_owned(),
+                reason: "not a regular file",
+            });
+        }
+        let content = hadris_fs::host::file(host).map_err(|err| IsoError::Input {
+            path: host.to_owned(),
+            source: std::io::Error::other(err.to_string()),
+        })?;
+        self.insert(path, Node::file(content))?;
+        Ok(self)
+    }
+
+    /// Adds `bytes` as a file at `path` in the image.
+    pub fn add_bytes(
+        &mut self,
+        path: &str,
+        bytes: impl Into<Vec<u8>>,
+    ) -> Result<&mut Self, IsoError> {
+        self.insert(path, Node::file(Content::bytes(bytes)))?;
+        Ok(self)
+    }
+
+    /// Adds an empty directory at `path` (parents of files are added implicitly).
+    pub fn add_dir(&mut self, path: &str) -> Result<&mut Self, IsoError> {
+        self.insert(path, Node::dir())?;
+        Ok(self)
+    }
+
+    /// Adds the host directory `host` and everything below it at `path`. Only directories and
+    /// regular files are accepted: a symlink or a device in an image cache is a mistake, not
+    /// something to copy silently.
+    pub fn add_dir_tree(&mut self, path: &str, host: &Path) -> Result<&mut Self, IsoError> {
+        let meta = std::fs::metadata(host).map_err(|source| IsoError::Input {
+            path: host.to_owned(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(IsoError::Unsupported {
+                path: host.to_owned(),
+                reason: "not a directory",
+            });
+        }
+        self.add_dir(path)?;
+        for entry in walkdir::WalkDir::new(host)
+            .min_depth(1)
+            .follow_links(false)
+            .sort_by_file_name()
+        {
+            let entry = entry.map_err(|err| {
+                let at = err.path().unwrap_or(host).to_owned();
+                IsoError::Input {
+                    path: at,
+                    source: err
+                        .into_io_error()
+                        .unwrap_or_else(|| std::io::Error::other("directory walk failed")),
+                }
+            })?;
+            let rel = entry
+                .path()
+                .strip_prefix(host)
+                .ok()
+                .and_then(Path::to_str)
+                .ok_or_else(|| IsoError::Unsupported {
+                    path: entry.path().to_owned(),
+                    reason: "the name is not UTF-8",
+                })?;
+            let inner = format!("{}/{}", path.trim_end_matches('/'), rel);
+            let kind = entry.file_type();
+            if kind.is_dir() {
+                self.add_dir(&inner)?;
+            } else if kind.is_file() {
+                self.add_file(&inner, entry.path())?;
+            } else {
+                return Err(IsoError::Unsupported {
+                    path: entry.path().to_owned(),
+                    reason: "only regular files and directories can go into the image (this is a symlink or a special file)",
+                });
+            }
+        }
+        Ok(self)
+    }
+
+    /// Boots BIOS machines: El Torito no-emulation from a CD, the MBR from a disk.
+    pub fn bios_boot(&mut self, boot: BiosBoot) -> &mut Self {
+        self.bios = Some(boot);
+        self
+    }
+
+    /// Boots UEFI machines from the FAT image `esp`: appended after the files as the EFI system
+    /// partition of the GPT (for disks) and named by an El Torito 0xEF entry (for CDs).
+    pub fn uefi_boot(&mut self, esp: &Path) -> &mut Self {
+        self.esp = Some(esp.to_owned());
+        self
+    }
+
+    fn insert(&mut self, path: &str, node: Node) -> Result<(), IsoError> {
+        let path = check_image_path(path)?;
+        if let Some(existing) = self.tree.get(path.as_bytes()) {
+            // Directories are merged (a directory added before its files, or twice), files not.
+            if existing.file_type() == hadris_fs::FileType::Dir
+                && node.file_type() == hadris_fs::FileType::Dir
+            {
+                return Ok(());
+            }
+            return Err(IsoError::Duplicate { path });
+        }
+        self.tree
+            .insert(path.as_bytes(), node)
+            .map_err(IsoError::Layout)
+    }
+
+    fn options(&self) -> Result<IsoOptions, IsoError> {
+        let time = DateTime::new(self.unix_time, 0)
+            .map_err(|_| IsoError::Boot(format!("time {} is out of range", self.unix_time)))?;
+        let mut opts = IsoOptions::new()
+            .with_id(IsoId::Volume, &self.volume_id)
+            // Level 3: files of 4 GiB and more are stored as several extents (upstream broke on
+            // exactly that). Rock Ridge carries the long, deep, case-sensitive cache names; it
+            // relocates directories deeper than ISO 9660's eight levels, as RRIP describes.
+            .with_level(IsoLevel::L3)
+            .with_name_case(NameCase::Upper)
+            .with_rock_ridge()
+            .with_time(time);
+        if let Some(id) = &self.volume_set_id {
+            opts = opts.with_id(IsoId::VolumeSet, id);
+        }
+        if let Some(id) = &self.application_id {
+            opts = opts.with_id(IsoId::Application, id);
+        }
+
+        let mut el_torito = ElTorito::new();
+        let mut hybrid = None;
+        if let Some(bios) = &self.bios {
+            if self.tree.get(bios.image.as_bytes()).is_none() {
+                return Err(IsoError::Boot(format!(
+                    "the BIOS boot image {} is not in the image",
+                    bios.image
+                )));
+            }
+            if bios.mbr_code.len() > 432 {
+                return Err(IsoError::Boot(format!(
+                    "MBR boot code is {} bytes; at most 432 fit before the boot image address",
+                    bios.mbr_code.len()
+                )));
+            }
+            el_torito = el_torito
+                .with_entry(
+                    BootEntry::bios(&bios.image)
+                        // ISOLINUX loads the rest of itself; the BIOS needs only the first 2 KiB.
+                        .with_load_size(4)
+                        .with_boot_info(BootInfo::Table),
+                )
+                .with_catalog_path(&bios.catalog);
+            hybrid = Some(Hybrid::gpt_hybrid_mbr().with_bootstrap(&bios.mbr_code));
+        }
+        if let Some(esp) = &self.esp {
+            let len = std::fs::metadata(esp)
+                .map_err(|source| IsoError::Input {
+                    path: esp.clone(),
+                    source,
+                })?
+                .len();
+            let content = hadris_fs::host::file(esp).map_err(|err| IsoError::Input {
+                path: esp.clone(),
+                source: std::io::Error::other(err.to_string()),
+            })?;
+            el_torito = el_torito
+                .with_entry(BootEntry::uefi_appended(0).with_load_size(efi_load_size(len)));
+            hybrid = Some(
+                hybrid
+                    .unwrap_or_else(Hybrid::gpt)
+                    .with_appended(AppendedPartition::esp(content)),
+            );
+        }
+        if !el_torito.entries().is_empty() {
+            opts = opts.with_el_torito(el_torito);
+        }
+        if let Some(hybrid) = hybrid {
+            opts = opts.with_hybrid(hybrid);
+        }
+        Ok(opts)
+    }
+
+    /// The size of the image in bytes, without writing anything.
+    pub fn planned_size(&self) -> Result<u64, IsoError> {
+        let opts = self.options()?;
+        Ok(hadris_iso::plan(&self.tree, &opts)
+            .map_err(IsoError::Layout)?
+            .size())
+    }
+
+    /// Writes the image into `out` (an empty file opened for writing), then syncs it, reporting
+    /// bytes written to `progress`. `out_path` is only used in error messages.
+    pub fn write(
+        &self,
+        out: &File,
+        out_path: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<WriteReport, IsoError> {
+        let opts = self.options()?;
+        let report = hadris_iso::sync::write(ImageDevice::new(out, progress), &self.tree, &opts)
+            .map_err(IsoError::Write)?;
+        out.set_len(report.size())
+            .and_then(|()| out.sync_all())
+            .map_err(|source| IsoError::Output {
+                path: out_path.to_owned(),
+                source,
+            })?;
+        Ok(WriteReport {
+            size: report.size(),
+        })
+    }
+}
+
+/// The El Torito load size for the UEFI entry, in 512-byte virtual sectors.
+///
+/// The field is 16 bits. OVMF reads it as a count of 2 KiB blocks when it locates the ESP on a CD,
+/// so a capped value (what hadris stores for a large ESP) hides the end of the ESP and OVMF fails
+/// to find `BOOTX64.EFI` once the ESP exceeds 128 MiB. A value under 2 makes OVMF take the rest of
+/// the medium instead, which is what xorriso achieves with 0 (hadris refuses 0).
+fn efi_load_size(esp_bytes: u64) -> u16 {
+    u16::try_from(esp_bytes.div_ceil(VIRTUAL_SECTOR)).unwrap_or(1)
+}
+
+/// Volume identifiers are restricted to d-characters so that every reader (blkid, the kernel,
+/// Windows, the node's label probe) sees exactly the same string.
+fn check_volume_id(id: &str) -> Result<(), IsoError> {
+    let err = |reason| IsoError::VolumeId {
+        id: id.to_owned(),
+        reason,
+    };
+    if id.is_empty() {
+        return Err(err("it is empty"));
+    }
+    if id.len() > 32 {
+        return Err(err("it is longer than 32 characters"));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(err("only A-Z, 0-9 and _ are allowed"));
+    }
+    Ok(())
+}
+
+/// Image paths are relative, `/`-separated, without empty, `.` or `..` components or NUL bytes.
+fn check_image_path(path: &str) -> Result<String, IsoError> {
+    let err = |reason| IsoError::ImagePath {
+        path: path.to_owned(),
+        reason,
+    };
+    let trimmed = path.trim_start_matches('/').trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(err("it names the root"));
+    }
+    if trimmed.contains('\0') {
+        return Err(err("it contains a NUL byte"));
+    }
+    for part in trimmed.split('/') {
+        match part {
+            "" => return Err(err("it has an empty component")),
+            "." | ".." => return Err(err("it has a . or .. component")),
+            _ if part.len() > 255 => return Err(err("a component is longer than 255 bytes")),
+            _ => {}
+        }
+    }
+    Ok(trimmed.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_ids() {
+        assert!(check_volume_id("TALOS_V1_9_0").is_ok());
+        assert!(check_volume_id(&"A".repeat(32)).is_ok());
+        assert!(check_volume_id(&"A".repeat(33)).is_err());
+        assert!(check_volume_id("").is_err());
+        assert!(check_volume_id("talos").is_err());
+        assert!(check_volume_id("TALOS-1").is_err());
+    }
+
+    #[test]
+    fn image_paths() {
+        assert_eq!(check_image_path("/a/b/").unwrap(), "a/b");
+        assert!(check_image_path("a/../b").is_err());
+        assert!(check_image_path("a//b").is_err());
+        assert!(check_image_path("/").is_err());
+        assert!(check_image_path("a/\0").is_err());
+    }
+
+    #[test]
+    fn efi_load_sizes() {
+        assert_eq!(efi_load_size(2048), 4);
+        assert_eq!(efi_load_size(32 * 1024 * 1024 - 512), 65535);
+        // Past what 16 bits of 512-byte sectors can say: let OVMF use the rest of the medium.
+        assert_eq!(efi_load_size(32 * 1024 * 1024), 1);
+        assert_eq!(efi_load_size(200 * 1024 * 1024), 1);
+    }
+
+    #[test]
+    fn duplicate_files_are_refused_and_dirs_merge() {
+        let mut spec = IsoSpec::new("TEST", 0).unwrap();
+        spec.add_bytes("a/b", b"x".to_vec()).unwrap();
+        spec.add_dir("a").unwrap();
+        assert!(matches!(
+            spec.add_bytes("a/b", b"y".to_vec()),
+            Err(IsoError::Duplicate { .. })
+        ));
+    }
+
+    #[test]
+    fn writes_a_readable_image_deterministically() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str| {
+            let mut spec = IsoSpec::new("TEST", 1_700_000_000).unwrap();
+            spec.add_bytes("imagecache/blob/sha256-aa", b"hello".to_vec())
+                .unwrap();
+            let path = dir.path().join(name);
+            let file = File::create(&path).unwrap();
+            let planned = spec.planned_size().unwrap();
+            let mut last = 0;
+            let report = spec.write(&file, &path, &mut |n| last = n).unwrap();
+            assert_eq!(report.size, planned);
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), planned);
+            assert!(last > 0);
+            std::fs::read(&path).unwrap()
+        };
+        let a = write("a.iso");
+        let b = write("b.iso");
+        assert_eq!(a, b);
+        // The primary volume descriptor carries the volume id.
+        assert_eq!(&a[32768 + 1..32768 + 6], b"CD001");
+        assert_eq!(&a[32768 + 40..32768 + 44], b"TEST");
+    }
+}
