@@ -1,1 +1,11 @@
-//! Composes kernel, initramfs, bootloaders and an image cache into Talos-compatible boot media.
+//! Boot media for Talos-style nodes: what goes where, under which label, with which kernel command
+//! line. The byte-level formats are the `imager-iso` and `imager-esp` crates' business; this crate
+//! decides the layout (see docs/architecture.md) and makes the output appear atomically.
+
+pub mod assets;
+pub mod bootcfg;
+pub mod iso;
+pub mod label;
+
+pub use assets::{Assets, AssetsError};
+pub use iso::{IsoError, IsoJob, IsoRequest};

@@ -1,0 +1,97 @@
+//! `imager iso`.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use imager_media::assets::{self, Assets};
+use imager_media::iso::{Arch, IsoJob, IsoRequest};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Debug, Args)]
+pub struct IsoArgs {
+    /// Kernel image [default: vmlinuz from the assets directory].
+    #[arg(long, value_name = "FILE")]
+    kernel: Option<PathBuf>,
+    /// Initramfs [default: initramfs.xz from the assets directory].
+    #[arg(long, value_name = "FILE")]
+    initramfs: Option<PathBuf>,
+    /// Image cache directory, placed under /imagecache/ on the medium.
+    #[arg(long, value_name = "PATH")]
+    image_cache: Option<PathBuf>,
+    /// Talos version the medium is for; names the volume (v1.9.0 -> TALOS_V1_9_0).
+    #[arg(long, default_value = "v1.9.0")]
+    version: String,
+    /// Volume label instead of the one derived from --version (must start with TALOS_).
+    #[arg(long)]
+    label: Option<String>,
+    /// Appended to the default kernel command line, on BIOS and UEFI alike. Repeatable.
+    #[arg(long = "extra-kernel-arg", value_name = "ARG")]
+    extra_kernel_args: Vec<String>,
+    /// Directory with the kernel, initramfs and boot loaders [default: $IMAGER_ASSETS, else
+    /// /usr/share/imager/assets, else the source tree's _assets/].
+    #[arg(long, value_name = "DIR")]
+    assets: Option<PathBuf>,
+    /// Where metal-<arch>.iso is written.
+    #[arg(long, value_name = "DIR", default_value = "_out")]
+    output: PathBuf,
+    /// Target architecture.
+    #[arg(long, default_value = "amd64")]
+    arch: String,
+}
+
+pub fn run(args: IsoArgs) -> Result<()> {
+    let arch = Arch::parse(&args.arch)?;
+    let env_assets = std::env::var_os("IMAGER_ASSETS").map(PathBuf::from);
+    let dir = assets::locate(args.assets.as_deref(), env_assets.as_deref())?;
+    let assets = Assets::load(&dir, args.kernel.as_deref(), args.initramfs.as_deref())
+        .with_context(|| format!("assets directory {}", dir.display()))?;
+    let request = IsoRequest {
+        assets,
+        image_cache: args.image_cache,
+        version: args.version,
+        label: args.label,
+        extra_kernel_args: args.extra_kernel_args,
+        output_dir: args.output,
+        arch,
+        unix_time: build_time()?,
+    };
+
+    let job = IsoJob::prepare(&request).context("preparing the ISO")?;
+    let bar = ProgressBar::new(job.size()).with_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("writing {}", job.output().display()));
+    let label = job.label().to_owned();
+    let size = job.size();
+    let output = job
+        .write(&mut |written| bar.set_position(written))
+        .context("writing the ISO")?;
+    bar.finish_and_clear();
+    // One line, terminal or not: what a CI log needs.
+    println!("{} ({} bytes, label {label})", output.display(), size);
+    Ok(())
+}
+
+/// `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
+fn build_time() -> Result<i64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(value) => {
+            let secs: i64 = value.trim().parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds")
+            })?;
+            if secs < 0 {
+                bail!("SOURCE_DATE_EPOCH={value:?} is before 1970");
+            }
+            Ok(secs)
+        }
+        Err(std::env::VarError::NotPresent) => Ok(SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)),
+        Err(err) => bail!("SOURCE_DATE_EPOCH: {err}"),
+    }
+}

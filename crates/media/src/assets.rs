@@ -1,0 +1,122 @@
+//! The assets directory: the kernel, the initramfs and the boot-loader files that `cargo xtask
+//! assets` unpacks from Debian packages (layout in docs/architecture.md, sources in docs/assets.md).
+
+use std::path::{Path, PathBuf};
+
+/// The container image's assets (see the Dockerfile).
+pub const SYSTEM_ASSETS: &str = "/usr/share/imager/assets";
+
+/// Files inside an assets directory.
+pub const KERNEL: &str = "vmlinuz";
+pub const INITRAMFS: &str = "initramfs.xz";
+pub const ISOLINUX_BIN: &str = "isolinux/isolinux.bin";
+pub const ISOLINUX_LDLINUX: &str = "isolinux/ldlinux.c32";
+pub const ISOLINUX_MBR: &str = "isolinux/isohdpfx.bin";
+pub const SYSTEMD_BOOT: &str = "efi/systemd-bootx64.efi";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssetsError {
+    #[error(
+        "no assets directory: pass --assets DIR or set IMAGER_ASSETS (looked in {looked}); \
+         `cargo xtask assets` prepares one"
+    )]
+    NotFound { looked: String },
+    #[error("{what} {path} is missing or unreadable: {source}")]
+    Missing {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} {path} is not a regular file")]
+    NotAFile { what: &'static str, path: PathBuf },
+}
+
+/// The files one medium is made from. Each path has been checked to be a readable regular file.
+#[derive(Debug, Clone)]
+pub struct Assets {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub isolinux_bin: PathBuf,
+    pub ldlinux: PathBuf,
+    pub isohybrid_mbr: PathBuf,
+    pub systemd_boot: PathBuf,
+}
+
+/// Which assets directory to use: `explicit` (`--assets`), else `env` (`$IMAGER_ASSETS`), else
+/// the container image's, else the one `cargo xtask assets` makes in this source tree.
+pub fn locate(explicit: Option<&Path>, env: Option<&Path>) -> Result<PathBuf, AssetsError> {
+    if let Some(dir) = explicit.or(env) {
+        return Ok(dir.to_owned());
+    }
+    let candidates = [PathBuf::from(SYSTEM_ASSETS), source_tree_assets()];
+    candidates
+        .iter()
+        .find(|dir| dir.is_dir())
+        .cloned()
+        .ok_or_else(|| AssetsError::NotFound {
+            looked: candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// `_assets/` at the root of the source tree this binary was built from.
+fn source_tree_assets() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../_assets")
+}
+
+impl Assets {
+    /// The assets in `dir`, with the kernel and initramfs replaced by `kernel` and `initramfs`
+    /// when given.
+    pub fn load(
+        dir: &Path,
+        kernel: Option<&Path>,
+        initramfs: Option<&Path>,
+    ) -> Result<Self, AssetsError> {
+        let pick =
+            |given: Option<&Path>, name: &str| given.map_or_else(|| dir.join(name), Path::to_owned);
+        let assets = Self {
+            kernel: pick(kernel, KERNEL),
+            initramfs: pick(initramfs, INITRAMFS),
+            isolinux_bin: dir.join(ISOLINUX_BIN),
+            ldlinux: dir.join(ISOLINUX_LDLINUX),
+            isohybrid_mbr: dir.join(ISOLINUX_MBR),
+            systemd_boot: dir.join(SYSTEMD_BOOT),
+        };
+        for (what, path) in [
+            ("kernel", &assets.kernel),
+            ("initramfs", &assets.initramfs),
+            ("ISOLINUX boot image", &assets.isolinux_bin),
+            ("ISOLINUX core module", &assets.ldlinux),
+            ("isohybrid MBR boot code", &assets.isohybrid_mbr),
+            ("systemd-boot EFI binary", &assets.systemd_boot),
+        ] {
+            check_file(what, path)?;
+        }
+        Ok(assets)
+    }
+}
+
+fn check_file(what: &'static str, path: &Path) -> Result<(), AssetsError> {
+    let meta = std::fs::metadata(path).map_err(|source| AssetsError::Missing {
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(AssetsError::NotAFile {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    // Opening now turns a permission problem into an error that names the file, before any output.
+    std::fs::File::open(path).map_err(|source| AssetsError::Missing {
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! `imager iso`: the hybrid ISO layout.
+//!
+//! ```text
+//! ISO 9660 (Rock Ridge, level 3)          FAT ESP (appended GPT partition, El Torito 0xEF)
+//!   isolinux/isolinux.bin  (El Torito)      EFI/BOOT/BOOTX64.EFI   systemd-boot
+//!   isolinux/ldlinux.c32                    loader/loader.conf
+//!   isolinux/isolinux.cfg                   loader/entries/talos.conf
+//!   isolinux/boot.cat                       talos/vmlinuz
+//!   boot/vmlinuz                            talos/initramfs.xz
+//!   boot/initramfs.xz
+//!   imagecache/...         the image cache, as given
+//! ```
+//!
+//! The kernel and initramfs are stored twice: UEFI firmware reads only FAT, and ISOLINUX only
+//! ISO 9660. Both boot loaders get the same command line from [`crate::bootcfg`].
+
+use std::path::{Path, PathBuf};
+
+use imager_esp::EspSpec;
+use imager_iso::{BiosBoot, IsoSpec, Progress};
+use tempfile::{NamedTempFile, TempPath};
+
+use crate::assets::Assets;
+use crate::bootcfg::{self, BootFiles, CmdlineError};
+use crate::label::{self, LabelError};
+
+/// Only the MBR boot code fits before the boot-image address at byte 432.
+const MBR_CODE_LEN: usize = 432;
+
+/// The architectures media can be made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Amd64,
+}
+
+impl Arch {
+    pub fn parse(s: &str) -> Result<Self, IsoError> {
+        match s {
+            "amd64" | "x86_64" => Ok(Self::Amd64),
+            other => Err(IsoError::Arch(other.to_owned())),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Amd64 => "amd64",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IsoError {
+    #[error(
+        "architecture {0:?} is not supported: the boot assets (ISOLINUX, systemd-boot) are amd64 only"
+    )]
+    Arch(String),
+    #[error(transparent)]
+    Label(#[from] LabelError),
+    #[error(transparent)]
+    Cmdline(#[from] CmdlineError),
+    #[error("image cache {path}: {reason}")]
+    Cache { path: PathBuf, reason: String },
+    #[error("output directory {path}: {source}")]
+    OutputDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Esp(#[from] imager_esp::EspError),
+    #[error(transparent)]
+    Iso(#[from] imager_iso::IsoError),
+    #[error("moving the finished image to {path}: {source}")]
+    Persist {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What `imager iso` was asked for.
+#[derive(Debug, Clone)]
+pub struct IsoRequest {
+    pub assets: Assets,
+    /// A directory placed under `imagecache/` as it is.
+    pub image_cache: Option<PathBuf>,
+    /// Talos version, e.g. `v1.9.0`: names the volume.
+    pub version: String,
+    /// Overrides the label derived from the version.
+    pub label: Option<String>,
+    pub extra_kernel_args: Vec<String>,
+    pub output_dir: PathBuf,
+    pub arch: Arch,
+    /// Every date in the image (from `SOURCE_DATE_EPOCH` for reproducible builds).
+    pub unix_time: i64,
+}
+
+/// A planned ISO: inputs checked, the ESP written to a temp file, the layout known. Dropping it
+/// removes every temporary file; nothing is under the final name until [`IsoJob::write`] succeeds.
+#[derive(Debug)]
+pub struct IsoJob {
+    spec: IsoSpec,
+    size: u64,
+    output: PathBuf,
+    label: String,
+    out_tmp: NamedTempFile,
+    _esp_tmp: TempPath,
+}
+
+impl IsoJob {
+    pub fn prepare(req: &IsoRequest) -> Result<Self, IsoError> {
+        let label = match &req.label {
+            Some(label) => label.clone(),
+            None => label::label_for_version(&req.version),
+        };
+        label::check_label(&label)?;
+        let cmdline = bootcfg::kernel_cmdline(&req.extra_kernel_args)?;
+        if let Some(cache) = &req.image_cache {
+            check_cache_dir(cache)?;
+        }
+
+        std::fs::create_dir_all(&req.output_dir).map_err(|source| IsoError::OutputDir {
+            path: req.output_dir.clone(),
+            source,
+        })?;
+        let output = req
+            .output_dir
+            .join(format!("metal-{}.iso", req.arch.name()));
+        let tmp_in = |prefix: &str| {
+            tempfile::Builder::new()
+                .prefix(prefix)
+                .tempfile_in(&req.output_dir)
+                .map_err(|source| IsoError::OutputDir {
+                    path: req.output_dir.clone(),
+                    source,
+                })
+        };
+
+        let esp_tmp = tmp_in(".imager-esp-")?.into_temp_path();
+        let mut esp = EspSpec::new("EFIBOOT", req.unix_time)?;
+        let uefi_files = BootFiles {
+            kernel: "/talos/vmlinuz",
+            initramfs: "/talos/initramfs.xz",
+        };
+        esp.add_file("EFI/BOOT/BOOTX64.EFI", &req.assets.systemd_boot)?
+            .add_bytes("loader/loader.conf", bootcfg::systemd_boot_loader_conf())?
+            .add_bytes(
+                "loader/entries/talos.conf",
+                bootcfg::systemd_boot_entry(
+                    &format!("Talos {} (imager)", req.version),
+                    uefi_files,
+                    &cmdline,
+                ),
+            )?
+            .add_file("talos/vmlinuz", &req.assets.kernel)?
+            .add_file("talos/initramfs.xz", &req.assets.initramfs)?;
+        esp.write(&esp_tmp)?;
+
+        let mbr = std::fs::read(&req.assets.isohybrid_mbr).map_err(|source| IsoError::Read {
+            path: req.assets.isohybrid_mbr.clone(),
+            source,
+        })?;
+        let mbr_code = mbr[..mbr.len().min(MBR_CODE_LEN)].to_vec();
+
+        let mut spec = IsoSpec::new(&label, req.unix_time)?;
+        let bios_files = BootFiles {
+            kernel: "/boot/vmlinuz",
+            initramfs: "/boot/initramfs.xz",
+        };
+        spec.volume_set_id(&label::volume_set_id(&req.version))
+            .application_id("IMAGER")
+            .add_file("boot/vmlinuz", &req.assets.kernel)?
+            .add_file("boot/initramfs.xz", &req.assets.initramfs)?
+            .add_file("isolinux/isolinux.bin", &req.assets.isolinux_bin)?
+            .add_file("isolinux/ldlinux.c32", &req.assets.ldlinux)?
+            .add_bytes(
+                "isolinux/isolinux.cfg",
+                bootcfg::isolinux_cfg(bios_files, &cmdline),
+            )?;
+        if let Some(cache) = &req.image_cache {
+            spec.add_dir_tree("imagecache", cache)?;
+        }
+        spec.bios_boot(BiosBoot {
+            image: "isolinux/isolinux.bin".to_owned(),
+            catalog: "isolinux/boot.cat".to_owned(),
+            mbr_code,
+        })
+        .uefi_boot(&esp_tmp);
+        let size = spec.planned_size()?;
+
+        Ok(Self {
+            spec,
+            size,
+            output,
+            label,
+            out_tmp: tmp_in(".metal-iso-")?,
+            _esp_tmp: esp_tmp,
+        })
+    }
+
+    /// Bytes the image will have.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Where the image appears when it is done.
+    pub fn output(&self) -> &Path {
+        &self.output
+    }
+
+    /// The volume label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Writes the image to its temp file, syncs it and renames it into place.
+    pub fn write(self, progress: &mut dyn Progress) -> Result<PathBuf, IsoError> {
+        self.spec
+            .write(self.out_tmp.as_file(), self.out_tmp.path(), progress)?;
+        self.out_tmp
+            .persist(&self.output)
+            .map_err(|err| IsoError::Persist {
+                path: self.output.clone(),
+                source: err.error,
+            })?;
+        Ok(self.output)
+    }
+}
+
+fn check_cache_dir(path: &Path) -> Result<(), IsoError> {
+    let meta = std::fs::metadata(path).map_err(|err| IsoError::Cache {
+        path: path.to_owned(),
+        reason: err.to_string(),
+    })?;
+    if !meta.is_dir() {
+        return Err(IsoError::Cache {
+            path: path.to_owned(),
+            reason: "not a directory (only a flat cache directory is read so far)".to_owned(),
+        });
+    }
+    Ok(())
+}
