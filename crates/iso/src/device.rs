@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hadris_io::{Error, ErrorKind, ErrorType};
 use hadris_storage::{BlockIndex, BlockSize};
@@ -24,20 +25,39 @@ impl<F: FnMut(u64)> Progress for F {
 
 pub(crate) struct ImageDevice<'a> {
     file: &'a File,
+    /// Sorted byte ranges whose writes are dropped: file data that is copied afterwards
+    /// (see `copy.rs`).
+    skip: &'a [(u64, u64)],
     /// Bytes of the image written so far (its current end).
     len: u64,
     written: u64,
+    /// Bytes copied meanwhile by the data-copy thread, reported together with `written`.
+    copied: &'a AtomicU64,
     progress: &'a mut dyn Progress,
 }
 
 impl<'a> ImageDevice<'a> {
-    pub(crate) fn new(file: &'a File, progress: &'a mut dyn Progress) -> Self {
+    pub(crate) fn new(
+        file: &'a File,
+        skip: &'a [(u64, u64)],
+        copied: &'a AtomicU64,
+        progress: &'a mut dyn Progress,
+    ) -> Self {
         Self {
             file,
+            skip,
             len: 0,
             written: 0,
+            copied,
             progress,
         }
+    }
+
+    /// Counts `bytes` more as written here and reports the total so far.
+    pub(crate) fn advance(&mut self, bytes: u64) {
+        self.written += bytes;
+        self.progress
+            .written(self.written + self.copied.load(Ordering::Relaxed));
     }
 
     fn offset(first: BlockIndex) -> Result<u64, Error<std::io::Error>> {
@@ -80,12 +100,14 @@ impl hadris_storage::sync::BlockDevice for ImageDevice<'_> {
 
     fn write_blocks(&mut self, first: BlockIndex, buf: &[u8]) -> Result<(), Error<Self::Error>> {
         let offset = Self::offset(first)?;
-        self.file
-            .write_all_at(buf, offset)
-            .map_err(|err| Error::device(err, "writing the image failed"))?;
-        self.len = self.len.max(offset + buf.len() as u64);
-        self.written += buf.len() as u64;
-        self.progress.written(self.written);
+        let end = offset + buf.len() as u64;
+        if !crate::copy::covered(self.skip, offset, end) {
+            self.file
+                .write_all_at(buf, offset)
+                .map_err(|err| Error::device(err, "writing the image failed"))?;
+            self.advance(buf.len() as u64);
+        }
+        self.len = self.len.max(end);
         Ok(())
     }
 }

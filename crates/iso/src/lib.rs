@@ -10,6 +10,7 @@
 //!
 //! The file data is streamed: memory does not grow with the size of the files.
 
+mod copy;
 mod device;
 mod error;
 mod spec;

@@ -8,6 +8,10 @@ use hadris_iso::{
     AppendedPartition, BootEntry, BootInfo, ElTorito, Hybrid, IsoId, IsoLevel, IsoOptions, NameCase,
 };
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::copy::{self, HostFile, Piece, Placeholders};
 use crate::device::{ImageDevice, Progress};
 use crate::error::IsoError;
 
@@ -37,6 +41,9 @@ pub struct IsoSpec {
     tree: Tree,
     bios: Option<BiosBoot>,
     esp: Option<PathBuf>,
+    /// Host files by image path; their data is copied after the layout (see `copy.rs`).
+    host_files: BTreeMap<String, HostFile>,
+    placeholders: Placeholders,
 }
 
 /// What [`IsoSpec::write`] produced.
@@ -59,6 +66,8 @@ impl IsoSpec {
             tree: Tree::new(),
             bios: None,
             esp: None,
+            host_files: BTreeMap::new(),
+            placeholders: Placeholders::new(),
         })
     }
 
@@ -87,11 +96,24 @@ impl IsoSpec {
                 reason: "not a regular file",
             });
         }
-        let content = hadris_fs::host::file(host).map_err(|err| IsoError::Input {
-            path: host.to_owned(),
-            source: std::io::Error::other(err.to_string()),
-        })?;
-        self.insert(path, Node::file(content))?;
+        let placeholder_err = |source| IsoError::Output {
+            path: std::env::temp_dir(),
+            source,
+        };
+        let placeholder = self
+            .placeholders
+            .for_len(meta.len())
+            .map_err(placeholder_err)?;
+        let content = hadris_fs::host::file(&placeholder)
+            .map_err(|err| placeholder_err(std::io::Error::other(err.to_string())))?;
+        let key = self.insert(path, Node::file(content))?;
+        self.host_files.insert(
+            key,
+            HostFile {
+                host: host.to_owned(),
+                len: meta.len(),
+            },
+        );
         Ok(self)
     }
 
@@ -178,20 +200,22 @@ impl IsoSpec {
         self
     }
 
-    fn insert(&mut self, path: &str, node: Node) -> Result<(), IsoError> {
+    /// Adds `node` and returns its normalized path.
+    fn insert(&mut self, path: &str, node: Node) -> Result<String, IsoError> {
         let path = check_image_path(path)?;
         if let Some(existing) = self.tree.get(path.as_bytes()) {
             // Directories are merged (a directory added before its files, or twice), files not.
             if existing.file_type() == hadris_fs::FileType::Dir
                 && node.file_type() == hadris_fs::FileType::Dir
             {
-                return Ok(());
+                return Ok(path);
             }
             return Err(IsoError::Duplicate { path });
         }
         self.tree
             .insert(path.as_bytes(), node)
-            .map_err(IsoError::Layout)
+            .map_err(IsoError::Layout)?;
+        Ok(path)
     }
 
     fn options(&self) -> Result<IsoOptions, IsoError> {
@@ -283,8 +307,58 @@ impl IsoSpec {
         progress: &mut dyn Progress,
     ) -> Result<WriteReport, IsoError> {
         let opts = self.options()?;
-        let report = hadris_iso::sync::write(ImageDevice::new(out, progress), &self.tree, &opts)
-            .map_err(IsoError::Write)?;
+        let planned = hadris_iso::plan(&self.tree, &opts).map_err(IsoError::Layout)?;
+        let mut jobs: Vec<(&HostFile, Vec<Piece>)> = Vec::with_capacity(self.host_files.len());
+        for (path, file) in &self.host_files {
+            jobs.push((file, pieces_of(&planned, path, file.len)?));
+        }
+        let all: Vec<Piece> = jobs.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+        let skip = copy::skip_ranges(&all, SECTOR);
+
+        // In image order, so the output is written front to back.
+        jobs.sort_by_key(|(_, pieces)| pieces.first().map(|p| p.image_offset));
+
+        // The kernel copies file data on one thread while hadris writes the metadata (and reads
+        // the placeholders' holes) on this one: the two touch disjoint byte ranges of the output.
+        let copied = AtomicU64::new(0);
+        let stop = AtomicBool::new(false);
+        let report = std::thread::scope(|scope| {
+            let copier = scope.spawn(|| -> Result<(), IsoError> {
+                for (file, pieces) in &jobs {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    copy::copy_pieces(file, pieces, out, out_path, &mut |n| {
+                        copied.fetch_add(n, Ordering::Relaxed);
+                    })?;
+                }
+                Ok(())
+            });
+            let mut dev = ImageDevice::new(out, &skip, &copied, progress);
+            let written =
+                hadris_iso::sync::write(&mut dev, &self.tree, &opts).map_err(IsoError::Write);
+            if written.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            while !copier.is_finished() {
+                dev.advance(0);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let copy_result = copier
+                .join()
+                .unwrap_or_else(|_| Err(IsoError::Boot("the copy thread panicked".to_owned())));
+            dev.advance(0);
+            let report = written?;
+            copy_result?;
+            Ok::<_, IsoError>(report)
+        })?;
+        if report.size() != planned.size() {
+            return Err(IsoError::Boot(format!(
+                "the layout changed between planning ({}) and writing ({})",
+                planned.size(),
+                report.size()
+            )));
+        }
         out.set_len(report.size())
             .and_then(|()| out.sync_all())
             .map_err(|source| IsoError::Output {
@@ -295,6 +369,31 @@ impl IsoSpec {
             size: report.size(),
         })
     }
+}
+
+const SECTOR: u64 = 2048;
+
+/// Where the layout put the file at `path` (image path without a leading `/`).
+fn pieces_of(report: &hadris_fs::Report, path: &str, len: u64) -> Result<Vec<Piece>, IsoError> {
+    let extents = report
+        .extents(format!("/{path}"))
+        .or_else(|| report.extents(path))
+        .unwrap_or(&[]);
+    let pieces: Vec<Piece> = extents
+        .iter()
+        .map(|e| Piece {
+            image_offset: e.offset(),
+            file_offset: e.file_offset(),
+            len: e.len(),
+        })
+        .collect();
+    let total: u64 = pieces.iter().map(|p| p.len).sum();
+    if total != len {
+        return Err(IsoError::Boot(format!(
+            "the layout placed {total} of the {len} bytes of {path}"
+        )));
+    }
+    Ok(pieces)
 }
 
 /// The El Torito load size for the UEFI entry, in 512-byte virtual sectors.
@@ -419,5 +518,57 @@ mod tests {
         // The primary volume descriptor carries the volume id.
         assert_eq!(&a[32768 + 1..32768 + 6], b"CD001");
         assert_eq!(&a[32768 + 40..32768 + 44], b"TEST");
+    }
+
+    /// Host file data goes in through the copy path; xorriso (an independent reader) must read
+    /// back every byte, including unaligned tails and files that share no sector.
+    #[test]
+    fn host_files_read_back_through_xorriso() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("deep/er/and/deeper/than/eight/levels/go")).unwrap();
+        let mut expected = Vec::new();
+        for (i, len) in [0usize, 1, 2047, 2048, 2049, 300_001]
+            .into_iter()
+            .enumerate()
+        {
+            let data: Vec<u8> = (0..len).map(|j| (j * 31 + i * 7) as u8).collect();
+            let rel = if i == 5 {
+                format!("deep/er/and/deeper/than/eight/levels/go/file-{i}-with-a-long-name")
+            } else {
+                format!("f{i}")
+            };
+            std::fs::write(src.join(&rel), &data).unwrap();
+            expected.push((rel, data));
+        }
+        let mut spec = IsoSpec::new("TEST", 0).unwrap();
+        spec.add_dir_tree("imagecache", &src).unwrap();
+        let iso = dir.path().join("t.iso");
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&iso)
+            .unwrap();
+        spec.write(&file, &iso, &mut |_| {}).unwrap();
+
+        let out = dir.path().join("x");
+        let status = std::process::Command::new("xorriso")
+            .args(["-osirrox", "on", "-indev"])
+            .arg(&iso)
+            .arg("-extract")
+            .arg("/imagecache")
+            .arg(&out)
+            .output()
+            .expect("xorriso is needed for this test (scripts/setup.sh installs it)");
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        for (rel, data) in expected {
+            assert_eq!(std::fs::read(out.join(&rel)).unwrap(), data, "{rel}");
+        }
     }
 }

@@ -1,0 +1,269 @@
+//! The bulk of an image is file data, and the fastest way to get it there is for the kernel to copy
+//! it (`copy_file_range`: no trip through user space, and a reflink where the file system can).
+//! hadris lays the image out and writes the metadata; it streams file data only through its own
+//! 64 KiB read/write loop. So host files enter its tree as sparse placeholders of the same length
+//! (reading a hole costs no I/O), the output device drops the placeholder bytes, and this module
+//! then copies the real bytes into the extents hadris reported for each file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::IsoError;
+
+/// A host file whose data is copied after the layout is written.
+#[derive(Debug, Clone)]
+pub(crate) struct HostFile {
+    pub(crate) host: PathBuf,
+    pub(crate) len: u64,
+}
+
+/// Sparse files standing in for host files during layout: one per distinct length, since hadris
+/// takes a content's length from its file. They hold no data blocks.
+#[derive(Debug)]
+pub(crate) struct Placeholders {
+    dir: Option<tempfile::TempDir>,
+    by_len: BTreeMap<u64, PathBuf>,
+}
+
+impl Placeholders {
+    pub(crate) fn new() -> Self {
+        Self {
+            dir: None,
+            by_len: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn for_len(&mut self, len: u64) -> io::Result<PathBuf> {
+        if let Some(path) = self.by_len.get(&len) {
+            return Ok(path.clone());
+        }
+        let dir = match &self.dir {
+            Some(dir) => dir,
+            None => self.dir.insert(
+                tempfile::Builder::new()
+                    .prefix("imager-layout-")
+                    .tempdir()?,
+            ),
+        };
+        let path = dir.path().join(len.to_string());
+        File::create(&path)?.set_len(len)?;
+        self.by_len.insert(len, path.clone());
+        Ok(path)
+    }
+}
+
+/// One run of file bytes in the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Piece {
+    /// Byte offset in the image.
+    pub(crate) image_offset: u64,
+    /// Byte offset in the host file.
+    pub(crate) file_offset: u64,
+    pub(crate) len: u64,
+}
+
+/// Byte ranges of the image whose writes are dropped: each piece, extended to its sector's end
+/// (hadris pads a file's last sector with zeros, which the fresh output file reads as anyway).
+pub(crate) fn skip_ranges(pieces: &[Piece], sector: u64) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = pieces
+        .iter()
+        .filter(|p| p.len > 0)
+        .map(|p| {
+            (
+                p.image_offset,
+                (p.image_offset + p.len).next_multiple_of(sector),
+            )
+        })
+        .collect();
+    ranges.sort_unstable();
+    ranges
+}
+
+/// Whether `[start, end)` lies inside one of the sorted `ranges`.
+pub(crate) fn covered(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
+    let i = ranges.partition_point(|&(s, _)| s <= start);
+    i > 0 && ranges[i - 1].1 >= end
+}
+
+/// Copies `pieces` of `file` into `out`, checking first that the file still has its planned
+/// length. Reports each copied chunk's size to `progress`.
+pub(crate) fn copy_pieces(
+    file: &HostFile,
+    pieces: &[Piece],
+    out: &File,
+    out_path: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), IsoError> {
+    let input_err = |source| IsoError::Input {
+        path: file.host.clone(),
+        source,
+    };
+    let src = File::open(&file.host).map_err(input_err)?;
+    let now = src.metadata().map_err(input_err)?.len();
+    if now != file.len {
+        return Err(IsoError::Unsupported {
+            path: file.host.clone(),
+            reason: "the file changed size while the image was being written",
+        });
+    }
+    for piece in pieces {
+        copy_range(&src, piece, out, progress).map_err(|err| match err {
+            CopyError::Read(source) => input_err(source),
+            CopyError::Write(source) => IsoError::Output {
+                path: out_path.to_owned(),
+                source,
+            },
+        })?;
+    }
+    Ok(())
+}
+
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Larger requests let the kernel batch; 64 MiB keeps progress updates frequent.
+const KERNEL_CHUNK: u64 = 64 << 20;
+/// The fallback's user-space buffer.
+const BUFFER: usize = 1 << 20;
+
+fn copy_range(
+    src: &File,
+    piece: &Piece,
+    out: &File,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), CopyError> {
+    let mut off_in = piece.file_offset;
+    let mut off_out = piece.image_offset;
+    let end_in = piece.file_offset + piece.len;
+    while off_in < end_in {
+        let want = (end_in - off_in).min(KERNEL_CHUNK) as usize;
+        let before = off_in;
+        match rustix::fs::copy_file_range(src, Some(&mut off_in), out, Some(&mut off_out), want) {
+            Ok(0) => {
+                return Err(CopyError::Read(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file ended before its planned length",
+                )));
+            }
+            Ok(n) => progress(n as u64),
+            // Across file systems on old kernels, on special files, or where the kernel has no
+            // copy_file_range: copy the rest through a buffer.
+            Err(e)
+                if matches!(
+                    e,
+                    rustix::io::Errno::XDEV
+                        | rustix::io::Errno::NOSYS
+                        | rustix::io::Errno::INVAL
+                        | rustix::io::Errno::OPNOTSUPP
+                ) && off_in == before =>
+            {
+                return copy_buffered(src, off_in, out, off_out, end_in - off_in, progress);
+            }
+            // Where the error belongs is unknowable from the errno; the message says the cause.
+            Err(e) => return Err(CopyError::Write(io::Error::from(e))),
+        }
+    }
+    Ok(())
+}
+
+fn copy_buffered(
+    src: &File,
+    mut off_in: u64,
+    out: &File,
+    mut off_out: u64,
+    mut left: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), CopyError> {
+    let mut buf = vec![0u8; BUFFER];
+    while left > 0 {
+        let take = left.min(BUFFER as u64) as usize;
+        src.read_exact_at(&mut buf[..take], off_in)
+            .map_err(CopyError::Read)?;
+        out.write_all_at(&buf[..take], off_out)
+            .map_err(CopyError::Write)?;
+        off_in += take as u64;
+        off_out += take as u64;
+        left -= take as u64;
+        progress(take as u64);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_whole_sectors() {
+        let pieces = [
+            Piece {
+                image_offset: 4096,
+                file_offset: 0,
+                len: 100,
+            },
+            Piece {
+                image_offset: 8192,
+                file_offset: 0,
+                len: 4096,
+            },
+            Piece {
+                image_offset: 20480,
+                file_offset: 0,
+                len: 0,
+            },
+        ];
+        let ranges = skip_ranges(&pieces, 2048);
+        assert_eq!(ranges, vec![(4096, 6144), (8192, 12288)]);
+        assert!(covered(&ranges, 4096, 6144));
+        assert!(covered(&ranges, 8192, 10240));
+        assert!(!covered(&ranges, 6144, 8192));
+        assert!(!covered(&ranges, 2048, 4096));
+        assert!(!covered(&ranges, 10240, 14336));
+        assert!(!covered(&[], 0, 2048));
+    }
+
+    #[test]
+    fn copies_pieces_at_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let src_path = dir.path().join("src");
+        std::fs::write(&src_path, b"abcdefgh").unwrap();
+        let out_path = dir.path().join("out");
+        let out = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&out_path)
+            .unwrap();
+        let file = HostFile {
+            host: src_path.clone(),
+            len: 8,
+        };
+        let pieces = [
+            Piece {
+                image_offset: 10,
+                file_offset: 0,
+                len: 4,
+            },
+            Piece {
+                image_offset: 2,
+                file_offset: 4,
+                len: 4,
+            },
+        ];
+        let mut done = 0;
+        copy_pieces(&file, &pieces, &out, &out_path, &mut |n| done += n).unwrap();
+        assert_eq!(done, 8);
+        let bytes = std::fs::read(&out_path).unwrap();
+        assert_eq!(&bytes[2..6], b"efgh");
+        assert_eq!(&bytes[10..14], b"abcd");
+        // A source that changed size is refused rather than copied short.
+        std::fs::write(&src_path, b"abc").unwrap();
+        assert!(copy_pieces(&file, &pieces, &out, &out_path, &mut |_| {}).is_err());
+    }
+}
