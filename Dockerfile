@@ -1,0 +1,22 @@
+# imager with its boot assets. Build: `docker build -t imager .`; use:
+#   docker run --rm -v $PWD/_out:/out -v $PWD/cache.oci:/image-cache.oci:ro imager \
+#       iso --image-cache /image-cache.oci --output /out
+
+# Both stages are bookworm: the binary links against the builder's glibc, and `cargo xtask assets`
+# resolves the same Debian release the tests run against.
+FROM rust:1-bookworm AS build
+# `cargo xtask assets` fetches its packages with `apt-get download`, which needs the package lists
+# (the image ships without them). Nothing is installed.
+RUN apt-get update -qq
+WORKDIR /src
+COPY . .
+# The xtask is the single source of truth for which packages and files make up the assets.
+RUN cargo build --release --locked -p imager \
+    && cargo xtask assets --out /assets
+
+FROM debian:bookworm-slim
+COPY --from=build /src/target/release/imager /usr/local/bin/imager
+COPY --from=build /assets /usr/share/imager/assets
+ENV IMAGER_ASSETS=/usr/share/imager/assets
+WORKDIR /out
+ENTRYPOINT ["imager"]

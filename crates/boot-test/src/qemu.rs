@@ -1,0 +1,865 @@
+//! Runs one QEMU guest to completion and judges the boot from its serial console.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::console::{Console, TAIL_LINES};
+use crate::report::NodeReport;
+use crate::slots::{self, Slot};
+
+/// Environment variable: a directory where every boot's full console is saved as `<name>.log`.
+pub const LOG_DIR_ENV: &str = "IMAGER_BOOT_LOG_DIR";
+/// Environment variable: when set (to anything but `0`), console lines are echoed to stderr live.
+pub const ECHO_ENV: &str = "IMAGER_BOOT_ECHO";
+
+/// The OVMF build that works with QEMU's default `pc` machine (no secure boot, no SMM).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// The matching variable store template; each boot gets a writable copy.
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// The firmware the guest starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Firmware {
+    /// Legacy BIOS (QEMU's built-in SeaBIOS).
+    SeaBios,
+    /// UEFI (OVMF).
+    Ovmf,
+}
+
+impl fmt::Display for Firmware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Firmware::SeaBios => "seabios",
+            Firmware::Ovmf => "ovmf",
+        })
+    }
+}
+
+/// How an image is presented to the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attach {
+    /// An IDE CD-ROM drive: the firmware boots the El Torito catalog.
+    Cdrom,
+    /// A raw USB mass-storage disk (as after `dd` to a stick): the firmware boots the MBR
+    /// (BIOS) or finds the ESP through the partition table (UEFI).
+    UsbDisk,
+}
+
+impl fmt::Display for Attach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Attach::Cdrom => "cdrom",
+            Attach::UsbDisk => "usb",
+        })
+    }
+}
+
+/// What the guest boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Media {
+    /// A disk image (an ISO), through the firmware's own boot path.
+    Image {
+        /// The image file; it is never written to.
+        path: PathBuf,
+        /// CD-ROM or USB disk.
+        attach: Attach,
+    },
+    /// A kernel and initramfs loaded by QEMU directly, skipping boot loaders and media. For
+    /// exercising the node and this runner without an image.
+    Kernel {
+        /// The kernel (bzImage).
+        kernel: PathBuf,
+        /// The initramfs.
+        initrd: PathBuf,
+        /// The kernel command line.
+        cmdline: String,
+    },
+}
+
+/// One boot to run.
+#[derive(Debug, Clone)]
+pub struct BootConfig {
+    /// What to boot.
+    pub media: Media,
+    /// BIOS or UEFI.
+    pub firmware: Firmware,
+    /// Guest memory.
+    pub memory_mib: u32,
+    /// How long the guest may run before it is killed; counted from QEMU's start, not from
+    /// the wait for a free slot.
+    pub timeout: Duration,
+    /// Further QEMU arguments, appended last.
+    pub extra_args: Vec<OsString>,
+    /// Names the boot in messages and the saved log (`<name>.log`).
+    pub name: String,
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+    /// OVMF firmware code (read-only pflash).
+    pub ovmf_code: PathBuf,
+    /// OVMF variable store template (copied per boot, the copy is the writable pflash).
+    pub ovmf_vars: PathBuf,
+}
+
+impl BootConfig {
+    /// Boots `image` attached as `attach` under `firmware`, with the defaults: 1024 MiB,
+    /// 240 s, named `<firmware>-<attach>`.
+    pub fn image(image: impl Into<PathBuf>, firmware: Firmware, attach: Attach) -> Self {
+        Self::new(
+            Media::Image {
+                path: image.into(),
+                attach,
+            },
+            firmware,
+            format!("{firmware}-{attach}"),
+        )
+    }
+
+    /// Boots a kernel and initramfs directly (QEMU's `-kernel`), named `<firmware>-kernel`.
+    pub fn kernel(
+        kernel: impl Into<PathBuf>,
+        initrd: impl Into<PathBuf>,
+        cmdline: impl Into<String>,
+        firmware: Firmware,
+    ) -> Self {
+        Self::new(
+            Media::Kernel {
+                kernel: kernel.into(),
+                initrd: initrd.into(),
+                cmdline: cmdline.into(),
+            },
+            firmware,
+            format!("{firmware}-kernel"),
+        )
+    }
+
+    fn new(media: Media, firmware: Firmware, name: String) -> Self {
+        Self {
+            media,
+            firmware,
+            memory_mib: 1024,
+            timeout: Duration::from_secs(240),
+            extra_args: Vec::new(),
+            name,
+            qemu: PathBuf::from("qemu-system-x86_64"),
+            ovmf_code: PathBuf::from(OVMF_CODE),
+            ovmf_vars: PathBuf::from(OVMF_VARS),
+        }
+    }
+
+    /// Sets the timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the name used in messages and for the log file.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets guest memory.
+    pub fn with_memory_mib(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// Appends a QEMU argument.
+    pub fn with_arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.extra_args.push(arg.into());
+        self
+    }
+
+    /// The QEMU command line for this boot. `vars` is the writable OVMF variable store and
+    /// `qmp` the control socket path.
+    fn command(&self, vars: &Path, qmp: &Path) -> Command {
+        let mut cmd = Command::new(&self.qemu);
+        // TCG always: KVM exists on these machines but guests spin silently under it.
+        cmd.args(["-accel", "tcg", "-machine", "pc", "-smp", "1"]);
+        cmd.arg("-m").arg(self.memory_mib.to_string());
+        // No default devices (empty CD drive, floppy, NIC, VGA): the only boot candidate is ours.
+        // -nographic (not -display none) makes QEMU ask SeaBIOS to mirror its own and ISOLINUX's
+        // screen to the serial port, so BIOS-stage failures show up in the console too.
+        cmd.args(["-nodefaults", "-no-user-config", "-nographic", "-vga", "none"]);
+        cmd.args(["-serial", "stdio", "-monitor", "none"]);
+        // A reboot (panic=-1, triple fault) ends QEMU instead of looping; QMP tells it apart
+        // from a power-off.
+        cmd.arg("-no-reboot");
+        // wait=on: QEMU does not start the guest before this runner listens, so no event is missed.
+        cmd.arg("-chardev").arg(opt_path(
+            "socket,id=qmp,server=on,wait=on,path=",
+            qmp,
+        ));
+        cmd.args(["-mon", "chardev=qmp,mode=control"]);
+        cmd.args(["-boot", "strict=on,menu=off"]);
+        if self.firmware == Firmware::Ovmf {
+            cmd.arg("-drive").arg(opt_path(
+                "if=pflash,format=raw,unit=0,readonly=on,file=",
+                &self.ovmf_code,
+            ));
+            cmd.arg("-drive")
+                .arg(opt_path("if=pflash,format=raw,unit=1,file=", vars));
+        }
+        match &self.media {
+            // bootindex (not -boot order=d) because OVMF honours only bootindex.
+            Media::Image {
+                path,
+                attach: Attach::Cdrom,
+            } => {
+                cmd.arg("-drive").arg(opt_path(
+                    "if=none,id=cd,media=cdrom,readonly=on,format=raw,file=",
+                    path,
+                ));
+                cmd.args(["-device", "ide-cd,drive=cd,bootindex=0"]);
+            }
+            // snapshot=on: the guest may write to its "stick", the image file stays untouched.
+            Media::Image {
+                path,
+                attach: Attach::UsbDisk,
+            } => {
+                cmd.args(["-device", "qemu-xhci,id=xhci"]);
+                cmd.arg("-drive").arg(opt_path(
+                    "if=none,id=stick,format=raw,snapshot=on,file=",
+                    path,
+                ));
+                cmd.args(["-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]);
+            }
+            Media::Kernel {
+                kernel,
+                initrd,
+                cmdline,
+            } => {
+                cmd.arg("-kernel").arg(kernel);
+                cmd.arg("-initrd").arg(initrd);
+                cmd.arg("-append").arg(cmdline);
+            }
+        }
+        cmd.args(&self.extra_args);
+        cmd
+    }
+
+    /// Files that must exist before QEMU is worth starting.
+    fn inputs(&self) -> Vec<(&'static str, &Path)> {
+        let mut inputs = Vec::new();
+        match &self.media {
+            Media::Image { path, .. } => inputs.push(("boot image", path.as_path())),
+            Media::Kernel { kernel, initrd, .. } => {
+                inputs.push(("kernel", kernel.as_path()));
+                inputs.push(("initramfs", initrd.as_path()));
+            }
+        }
+        if self.firmware == Firmware::Ovmf {
+            inputs.push(("OVMF firmware (Debian package ovmf)", self.ovmf_code.as_path()));
+            inputs.push((
+                "OVMF variable store (Debian package ovmf)",
+                self.ovmf_vars.as_path(),
+            ));
+        }
+        inputs
+    }
+}
+
+/// `prefix` + `path` for a QEMU `-drive`/`-chardev` option string, where a literal comma must
+/// be doubled.
+fn opt_path(prefix: &str, path: &Path) -> OsString {
+    let mut s = OsString::from(prefix);
+    s.push(path.as_os_str().to_string_lossy().replace(',', ",,"));
+    s
+}
+
+/// A boot that ran to the end: the node reported `done` and the guest powered itself off.
+#[derive(Debug, Clone)]
+pub struct BootOutcome {
+    /// The config's name.
+    pub name: String,
+    /// What the node reported.
+    pub report: NodeReport,
+    /// The whole console.
+    pub console: Console,
+    /// From QEMU's start to its exit.
+    pub elapsed: Duration,
+    /// Where the console was saved, when [`LOG_DIR_ENV`] is set.
+    pub log_path: Option<PathBuf>,
+}
+
+/// Why a boot that ran did not end well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootFailure {
+    /// The guest was still running at the timeout and was killed.
+    Timeout {
+        /// The timeout.
+        after: Duration,
+        /// The node had reported `done` but the guest did not power off.
+        done_seen: bool,
+    },
+    /// The node reported `error` lines.
+    NodeError(Vec<String>),
+    /// QEMU itself failed (bad arguments, missing firmware, crash).
+    QemuFailed {
+        /// Its exit status.
+        status: String,
+    },
+    /// QEMU exited but the node never reported `done` (kernel panic, reset, no boot device).
+    NoDone {
+        /// The node had reported `start`.
+        started: bool,
+        /// QEMU's shutdown reason, e.g. `guest-reset`, when known.
+        shutdown: Option<String>,
+    },
+    /// The console showed that the guest cannot get any further (firmware found nothing to boot,
+    /// kernel panic), so the boot was ended early instead of waiting for the timeout.
+    Stuck {
+        /// The console line that showed it.
+        line: String,
+    },
+    /// The node reported `done` but the guest reset or stopped instead of powering off.
+    NotPoweredOff {
+        /// QEMU's shutdown reason, when known.
+        shutdown: Option<String>,
+    },
+}
+
+impl fmt::Display for BootFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reason = |r: &Option<String>| r.clone().unwrap_or_else(|| "unknown".into());
+        match self {
+            BootFailure::Timeout { after, done_seen } => {
+                write!(f, "timed out after {} s", after.as_secs())?;
+                if *done_seen {
+                    write!(f, " (the node reported done but the guest did not power off)")?;
+                }
+                Ok(())
+            }
+            BootFailure::NodeError(errors) => {
+                write!(f, "the node reported an error: {}", errors.join("; "))
+            }
+            BootFailure::QemuFailed { status } => write!(f, "QEMU failed ({status})"),
+            BootFailure::Stuck { line } => {
+                write!(f, "the guest cannot boot any further: {line:?}")
+            }
+            BootFailure::NoDone { started, shutdown } => write!(
+                f,
+                "the guest stopped (QEMU shutdown reason: {}) before the node reported done; \
+                 the node {}",
+                reason(shutdown),
+                if *started {
+                    "had started"
+                } else {
+                    "never started"
+                }
+            ),
+            BootFailure::NotPoweredOff { shutdown } => write!(
+                f,
+                "the node reported done but the guest did not power off cleanly \
+                 (QEMU shutdown reason: {})",
+                reason(shutdown)
+            ),
+        }
+    }
+}
+
+/// A boot that ran but failed, with what is needed to see why.
+#[derive(Debug, Clone)]
+pub struct FailedBoot {
+    /// The config's name.
+    pub name: String,
+    /// What went wrong.
+    pub failure: BootFailure,
+    /// What the node reported before that.
+    pub report: NodeReport,
+    /// The whole console.
+    pub console: Console,
+    /// QEMU's own error output.
+    pub stderr: String,
+    /// From QEMU's start to its end.
+    pub elapsed: Duration,
+    /// Where the console was saved, when [`LOG_DIR_ENV`] is set.
+    pub log_path: Option<PathBuf>,
+}
+
+impl fmt::Display for FailedBoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "boot {} failed after {:.1} s: {}",
+            self.name,
+            self.elapsed.as_secs_f64(),
+            self.failure
+        )?;
+        writeln!(f, "last {TAIL_LINES} console lines:")?;
+        write!(f, "{}", self.console.tail(TAIL_LINES))?;
+        let stderr = self.stderr.trim();
+        if !stderr.is_empty() {
+            write!(f, "\nQEMU stderr:\n{stderr}")?;
+        }
+        if let Some(log) = &self.log_path {
+            write!(f, "\nfull console log: {}", log.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// A boot could not be run, or ran and failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// An input file is missing.
+    #[error("{what} {} does not exist", path.display())]
+    MissingInput {
+        /// What the file is for.
+        what: &'static str,
+        /// Where it was expected.
+        path: PathBuf,
+    },
+    /// Preparing the boot (temporary directory, OVMF variable copy) failed.
+    #[error("cannot prepare the boot {name}: {what}: {source}")]
+    Prepare {
+        /// The config's name.
+        name: String,
+        /// The step that failed.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// QEMU could not be started.
+    #[error("cannot start {} (Debian package qemu-system-x86): {source}", qemu.display())]
+    Spawn {
+        /// The binary.
+        qemu: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The guest ran but the boot failed; the message carries the console's tail.
+    #[error("{0}")]
+    Failed(Box<FailedBoot>),
+}
+
+/// Boots and waits for the node to report `done` and power off.
+///
+/// Succeeds only when the node started, reported `done` and no `error`, and the guest powered
+/// itself off (QEMU's shutdown reason `guest-shutdown`, exit status 0). Blocks first while
+/// [`crate::slots::limit`] other boots run in this process.
+pub fn boot(cfg: &BootConfig) -> Result<BootOutcome, BootError> {
+    boot_with(cfg, &mut |_| {})
+}
+
+/// [`boot`], calling `on_line` with every console line as it arrives.
+pub fn boot_with(
+    cfg: &BootConfig,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<BootOutcome, BootError> {
+    for (what, path) in cfg.inputs() {
+        if !path.is_file() {
+            return Err(BootError::MissingInput {
+                what,
+                path: path.to_path_buf(),
+            });
+        }
+    }
+    let prepare = |what: &str| {
+        let name = cfg.name.clone();
+        let what = what.to_string();
+        move |source| BootError::Prepare { name, what, source }
+    };
+
+    let _slot = Slot::acquire(slots::limit());
+    let scratch = tempfile::Builder::new()
+        .prefix("imager-boot-")
+        .tempdir()
+        .map_err(prepare("create a temporary directory"))?;
+    let vars = scratch.path().join("OVMF_VARS.fd");
+    if cfg.firmware == Firmware::Ovmf {
+        std::fs::copy(&cfg.ovmf_vars, &vars).map_err(prepare(&format!(
+            "copy {} to {}",
+            cfg.ovmf_vars.display(),
+            vars.display()
+        )))?;
+    }
+    let qmp_path = scratch.path().join("qmp.sock");
+
+    let mut cmd = cfg.command(&vars, &qmp_path);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let deadline = start + cfg.timeout;
+    let child = cmd.spawn().map_err(|source| BootError::Spawn {
+        qemu: cfg.qemu.clone(),
+        source,
+    })?;
+    let mut child = KillOnDrop(child);
+
+    let stderr_thread = child.0.stderr.take().map(|mut stderr| {
+        thread::spawn(move || {
+            let mut text = Vec::new();
+            // Best effort: QEMU's stderr only decorates a failure message.
+            let _ = stderr.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    });
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let stdout_thread = child.0.stdout.take().map(|mut stdout| {
+        thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if tx.send(buf[..n].to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+        })
+    });
+
+    let qmp_thread = connect_qmp(&qmp_path, &mut child.0, deadline)
+        .map(|stream| thread::spawn(move || watch_qmp(stream)));
+
+    let echo = std::env::var_os(ECHO_ENV).is_some_and(|v| v != "0");
+    let mut console = Console::new();
+    let emit = |line: &str, on_line: &mut dyn FnMut(&str)| {
+        if echo {
+            eprintln!("[{}] {line}", cfg.name);
+        }
+        on_line(line);
+    };
+    let mut timed_out = false;
+    let mut stuck: Option<String> = None;
+    let mut deadline = deadline;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            timed_out = true;
+            break;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok(bytes) => {
+                for line in console.push(&bytes) {
+                    emit(&line, on_line);
+                    if stuck.is_none() && is_dead_end(&line) {
+                        stuck = Some(line);
+                        // A little longer, for the panic's backtrace or a last firmware message.
+                        deadline = deadline.min(Instant::now() + STUCK_GRACE);
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                break;
+            }
+            // QEMU closed its stdout: it is exiting.
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+
+    // The console is closed (or time is up); QEMU should be gone in a moment.
+    let status = if timed_out {
+        None
+    } else {
+        wait_until(&mut child.0, deadline)
+    };
+    let status = match status {
+        Some(status) => Some(status),
+        None => {
+            timed_out = true;
+            // Killing a process that has just exited fails harmlessly.
+            let _ = child.0.kill();
+            let _ = child.0.wait();
+            None
+        }
+    };
+    let elapsed = start.elapsed();
+    // The pipes are closed now that QEMU is gone, so these threads end.
+    if let Some(t) = stdout_thread {
+        let _ = t.join();
+    }
+    // Bytes the reader sent after the loop stopped listening.
+    while let Ok(bytes) = rx.try_recv() {
+        for line in console.push(&bytes) {
+            emit(&line, on_line);
+        }
+    }
+    if let Some(line) = console.finish() {
+        emit(&line, on_line);
+    }
+    let stderr = stderr_thread
+        .and_then(|t| t.join().ok())
+        .map(|text| without_qmp_notice(&text))
+        .unwrap_or_default();
+    let shutdown = qmp_thread.and_then(|t| t.join().ok()).flatten();
+
+    let log_path = save_log(&cfg.name, &console);
+    let report = NodeReport::parse(&console.text());
+    let failure = if !report.errors.is_empty() {
+        Some(BootFailure::NodeError(report.errors.clone()))
+    } else if let Some(line) = stuck {
+        Some(BootFailure::Stuck { line })
+    } else if timed_out {
+        Some(BootFailure::Timeout {
+            after: cfg.timeout,
+            done_seen: report.done,
+        })
+    } else if let Some(status) = status.filter(|s| !s.success()) {
+        Some(BootFailure::QemuFailed {
+            status: describe_status(status),
+        })
+    } else if !report.done {
+        Some(BootFailure::NoDone {
+            started: report.started,
+            shutdown,
+        })
+    } else if shutdown.as_deref() != Some("guest-shutdown") {
+        Some(BootFailure::NotPoweredOff { shutdown })
+    } else {
+        None
+    };
+    match failure {
+        Some(failure) => Err(BootError::Failed(Box::new(FailedBoot {
+            name: cfg.name.clone(),
+            failure,
+            report,
+            console,
+            stderr,
+            elapsed,
+            log_path,
+        }))),
+        None => Ok(BootOutcome {
+            name: cfg.name.clone(),
+            report,
+            console,
+            elapsed,
+            log_path,
+        }),
+    }
+}
+
+/// How long a boot may go on after the console showed a dead end.
+const STUCK_GRACE: Duration = Duration::from_secs(3);
+
+/// Console lines after which a guest never reaches the node: waiting for the timeout would only
+/// make the failure slower to see.
+fn is_dead_end(line: &str) -> bool {
+    // SeaBIOS, when no device (with -boot strict=on: not ours) is bootable.
+    line.contains("No bootable device")
+        // OVMF falls back to its shell when no boot option worked; the shell waits forever.
+        || (line.contains("BdsDxe: starting") && line.contains("EFI Internal Shell"))
+        // Without panic=-1 a panicking kernel hangs.
+        || line.contains("Kernel panic - not syncing")
+}
+
+/// QEMU announces on stderr that it waits for the QMP client; that is this runner, not news.
+fn without_qmp_notice(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|l| !l.contains("QEMU waiting for connection on"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Kills QEMU if the runner returns early (an error, a panic in a callback).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Connects to QEMU's QMP socket, which appears once QEMU has parsed its arguments. None when
+/// QEMU exits first (bad arguments: its stderr says why) or time runs out.
+fn connect_qmp(path: &Path, child: &mut Child, deadline: Instant) -> Option<UnixStream> {
+    loop {
+        if let Ok(stream) = UnixStream::connect(path) {
+            return Some(stream);
+        }
+        if !matches!(child.try_wait(), Ok(None)) || Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Negotiates QMP and returns the reason of the guest's SHUTDOWN event (`guest-shutdown` for a
+/// power-off, `guest-reset` for a reboot or panic), once QEMU closes the socket.
+fn watch_qmp(stream: UnixStream) -> Option<String> {
+    let mut writer = stream.try_clone().ok()?;
+    // QMP sends events only after capabilities negotiation; a failed write means QEMU is gone.
+    writer
+        .write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
+        .ok()?;
+    let mut reason = None;
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if msg["event"] == "SHUTDOWN" && reason.is_none() {
+            reason = msg["data"]["reason"].as_str().map(str::to_string);
+        }
+    }
+    reason
+}
+
+/// Waits for QEMU to exit, until `deadline`.
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => return None,
+        }
+    }
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+/// Saves the raw console under `$IMAGER_BOOT_LOG_DIR/<name>.log`. A failure to save is reported
+/// on stderr but does not fail the boot: the log is a diagnosis aid, not the result.
+fn save_log(name: &str, console: &Console) -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os(LOG_DIR_ENV)?);
+    let file: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = dir.join(format!("{file}.log"));
+    let saved = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, console.raw()));
+    match saved {
+        Ok(()) => Some(path),
+        Err(e) => {
+            eprintln!(
+                "imager-boot-test: cannot save the console log {}: {e}",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn cdrom_under_ovmf() {
+        let cfg = BootConfig::image("/tmp/a,b.iso", Firmware::Ovmf, Attach::Cdrom);
+        assert_eq!(cfg.name, "ovmf-cdrom");
+        let a = args(&cfg.command(Path::new("/s/vars.fd"), Path::new("/s/qmp.sock")));
+        assert_eq!(after(&a, "-accel"), ["tcg"]);
+        assert_eq!(after(&a, "-m"), ["1024"]);
+        assert!(a.contains(&"-no-reboot".to_string()));
+        assert_eq!(
+            after(&a, "-drive"),
+            [
+                "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+                "if=pflash,format=raw,unit=1,file=/s/vars.fd",
+                // The comma in the file name is doubled, or QEMU would split the option there.
+                "if=none,id=cd,media=cdrom,readonly=on,format=raw,file=/tmp/a,,b.iso",
+            ]
+        );
+        assert_eq!(after(&a, "-device"), ["ide-cd,drive=cd,bootindex=0"]);
+    }
+
+    #[test]
+    fn usb_under_seabios_has_no_pflash_and_a_snapshot() {
+        let cfg = BootConfig::image("/x.iso", Firmware::SeaBios, Attach::UsbDisk)
+            .with_memory_mib(512)
+            .with_arg("-S");
+        let a = args(&cfg.command(Path::new("/s/vars.fd"), Path::new("/s/qmp.sock")));
+        assert_eq!(
+            after(&a, "-drive"),
+            ["if=none,id=stick,format=raw,snapshot=on,file=/x.iso"]
+        );
+        assert_eq!(
+            after(&a, "-device"),
+            [
+                "qemu-xhci,id=xhci",
+                "usb-storage,bus=xhci.0,drive=stick,bootindex=0"
+            ]
+        );
+        assert_eq!(after(&a, "-m"), ["512"]);
+        assert_eq!(a.last().map(String::as_str), Some("-S"));
+    }
+
+    #[test]
+    fn missing_inputs_fail_before_qemu_starts() {
+        let cfg = BootConfig::image("/nonexistent/metal-amd64.iso", Firmware::SeaBios, Attach::Cdrom)
+            .with_arg("this would make QEMU fail");
+        match boot(&cfg) {
+            Err(BootError::MissingInput { what, path }) => {
+                assert_eq!(what, "boot image");
+                assert_eq!(path, Path::new("/nonexistent/metal-amd64.iso"));
+            }
+            other => panic!("expected MissingInput, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn failure_message_shows_the_tail_and_stderr() {
+        let mut console = Console::new();
+        for i in 0..80 {
+            console.push(format!("line {i}\r\n").as_bytes());
+        }
+        let failed = FailedBoot {
+            name: "seabios-cdrom".into(),
+            failure: BootFailure::Timeout {
+                after: Duration::from_secs(240),
+                done_seen: false,
+            },
+            report: NodeReport::default(),
+            console,
+            stderr: "qemu: warning\n".into(),
+            elapsed: Duration::from_millis(240_100),
+            log_path: None,
+        };
+        let text = BootError::Failed(Box::new(failed)).to_string();
+        assert!(
+            text.starts_with("boot seabios-cdrom failed after 240.1 s: timed out after 240 s\n"),
+            "{text}"
+        );
+        assert!(text.contains("    | line 30\n"), "{text}");
+        assert!(text.contains("    | line 79\n"), "{text}");
+        assert!(!text.contains("| line 29\n"), "{text}");
+        assert!(text.ends_with("QEMU stderr:\nqemu: warning"), "{text}");
+    }
+}

@@ -1,0 +1,113 @@
+//! Finding the cache volume among the block devices, which appear asynchronously.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::probe::{self, Candidate, PROBE_LEN};
+
+/// Every block device the kernel knows, whole disks and partitions alike: a hybrid ISO may be
+/// visible only on the whole disk (`sda`), an xorriso one also on `sda1`, a CD as `sr0`.
+const SYS_BLOCK: &str = "/sys/class/block";
+
+/// What one pass over the devices saw, kept for the error message if nothing fits.
+#[derive(Debug, Default)]
+pub struct Pass {
+    pub devices: Vec<String>,
+    pub candidates: Vec<Candidate>,
+    /// `name: error` for devices that could not be read.
+    pub unreadable: Vec<String>,
+}
+
+/// Polls every `interval` until a `TALOS_` volume shows up or `timeout` passes. USB storage under
+/// QEMU's emulation can take many seconds to enumerate after its driver loads.
+pub fn wait_for_volume(timeout: Duration, interval: Duration) -> Result<Candidate> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pass = scan_once()?;
+        if let Some(found) = probe::choose(&pass.candidates) {
+            return Ok(found.clone());
+        }
+        if Instant::now() >= deadline {
+            let seen: Vec<String> = pass
+                .candidates
+                .iter()
+                .map(|c| format!("{}={:?} ({})", c.device, c.volume.label, c.volume.fs))
+                .collect();
+            bail!(
+                "no iso9660/vfat volume labelled {}* after {} s (block devices: [{}]; volumes: [{}]; unreadable: [{}])",
+                probe::TALOS_PREFIX,
+                timeout.as_secs(),
+                pass.devices.join(" "),
+                seen.join(" "),
+                pass.unreadable.join("; ")
+            );
+        }
+        sleep(interval);
+    }
+}
+
+/// One look at every block device, in name order.
+fn scan_once() -> Result<Pass> {
+    let mut devices = Vec::new();
+    for entry in std::fs::read_dir(SYS_BLOCK).with_context(|| format!("list {SYS_BLOCK}"))? {
+        let entry = entry.with_context(|| format!("list {SYS_BLOCK}"))?;
+        devices.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    devices.sort();
+    let mut pass = Pass::default();
+    let mut head = vec![0u8; PROBE_LEN];
+    for device in &devices {
+        // A device that cannot be read (no medium in a CD drive, node not created yet, a
+        // driver still starting) is simply not the one we want on this pass.
+        let len = match read_head(&dev_path(device), &mut head) {
+            Ok(len) => len,
+            Err(e) => {
+                pass.unreadable.push(format!("{device}: {e}"));
+                continue;
+            }
+        };
+        if let Some(volume) = probe::identify(&head[..len]) {
+            pass.candidates.push(Candidate {
+                device: device.clone(),
+                volume,
+            });
+        }
+    }
+    pass.devices = devices;
+    Ok(pass)
+}
+
+/// `/dev` path of a sysfs block device name; sysfs writes `/` in names as `!` (`cciss!c0d0`).
+pub fn dev_path(name: &str) -> String {
+    format!("/dev/{}", name.replace('!', "/"))
+}
+
+/// Reads up to `buf.len()` bytes from the start of the device; fewer only at its end.
+fn read_head(path: &str, buf: &mut [u8]) -> std::io::Result<usize> {
+    let dev = File::open(path)?;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match dev.read_at(&mut buf[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_paths() {
+        assert_eq!(dev_path("sr0"), "/dev/sr0");
+        assert_eq!(dev_path("cciss!c0d0p1"), "/dev/cciss/c0d0p1");
+    }
+}
