@@ -153,13 +153,16 @@ mod tests {
     #[test]
     fn lines_lose_carriage_returns_and_escapes() {
         let mut console = Console::new();
-        let done = console
-            .push(b"\x1b[2J\x1b[01;01H\x1b[=3hBdsDxe: loading\r\nimager-node-init: st");
+        let done =
+            console.push(b"\x1b[2J\x1b[01;01H\x1b[=3hBdsDxe: loading\r\nimager-node-init: st");
         assert_eq!(done, vec!["BdsDxe: loading".to_string()]);
         let done = console.push(b"art\r\n\x1b(Bplain\ttab\x07\n");
         assert_eq!(
             done,
-            vec!["imager-node-init: start".to_string(), "plain\ttab".to_string()]
+            vec![
+                "imager-node-init: start".to_string(),
+                "plain\ttab".to_string()
+            ]
         );
         assert_eq!(console.finish(), None);
         assert_eq!(

@@ -22,9 +22,7 @@ mod qemu;
 mod report;
 pub mod slots;
 
-pub use assets::{
-    ASSET_FILES, ASSETS_ENV, MissingAssets, assets_dir, check_assets, repo_root,
-};
+pub use assets::{ASSET_FILES, ASSETS_ENV, MissingAssets, assets_dir, check_assets, repo_root};
 pub use console::{Console, TAIL_LINES, Tail, clean_line};
 pub use listing::{
     FileDigest, Listing, ListingDiff, ListingError, expected_listing, file_digest, total_bytes,

@@ -141,8 +141,7 @@ impl ListingDiff {
             match actual.get(path) {
                 None => diff.missing.push(path.clone()),
                 Some(got) if got != want => {
-                    diff.changed
-                        .push((path.clone(), want.clone(), got.clone()))
+                    diff.changed.push((path.clone(), want.clone(), got.clone()))
                 }
                 Some(_) => {}
             }
@@ -202,7 +201,8 @@ mod tests {
     fn lists_files_sorted_with_sizes_and_hashes() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        std::fs::create_dir_all(root.join("manifests/docker.io/library/busybox/reference")).unwrap();
+        std::fs::create_dir_all(root.join("manifests/docker.io/library/busybox/reference"))
+            .unwrap();
         std::fs::create_dir_all(root.join("blob")).unwrap();
         std::fs::create_dir_all(root.join("empty-dir")).unwrap();
         std::fs::write(root.join("blob/b"), b"abc").unwrap();
@@ -226,7 +226,11 @@ mod tests {
         for (path, digest) in &listing {
             let host = root.join(path);
             assert_eq!(digest.sha256, sha256sum(&host), "{path}");
-            assert_eq!(digest.size, std::fs::metadata(&host).unwrap().len(), "{path}");
+            assert_eq!(
+                digest.size,
+                std::fs::metadata(&host).unwrap().len(),
+                "{path}"
+            );
         }
         assert_eq!(total_bytes(&listing), (3 << 20) + 3);
     }
@@ -244,7 +248,10 @@ mod tests {
     #[test]
     fn a_missing_directory_is_an_error_naming_it() {
         let err = expected_listing(Path::new("/nonexistent/imager-cache")).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/imager-cache"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/imager-cache"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -268,7 +275,10 @@ mod tests {
         let diff = ListingDiff::new(&expected, &actual);
         assert_eq!(diff.missing, ["b"]);
         assert_eq!(diff.extra, ["z"]);
-        assert_eq!(diff.changed, vec![("c".to_string(), d(3, "33"), d(3, "34"))]);
+        assert_eq!(
+            diff.changed,
+            vec![("c".to_string(), d(3, "33"), d(3, "34"))]
+        );
         let text = diff.to_string();
         assert!(text.contains("missing: b"));
         assert!(text.contains("unexpected: z"));

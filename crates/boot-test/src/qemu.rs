@@ -187,16 +187,20 @@ impl BootConfig {
         // No default devices (empty CD drive, floppy, NIC, VGA): the only boot candidate is ours.
         // -nographic (not -display none) makes QEMU ask SeaBIOS to mirror its own and ISOLINUX's
         // screen to the serial port, so BIOS-stage failures show up in the console too.
-        cmd.args(["-nodefaults", "-no-user-config", "-nographic", "-vga", "none"]);
+        cmd.args([
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-vga",
+            "none",
+        ]);
         cmd.args(["-serial", "stdio", "-monitor", "none"]);
         // A reboot (panic=-1, triple fault) ends QEMU instead of looping; QMP tells it apart
         // from a power-off.
         cmd.arg("-no-reboot");
         // wait=on: QEMU does not start the guest before this runner listens, so no event is missed.
-        cmd.arg("-chardev").arg(opt_path(
-            "socket,id=qmp,server=on,wait=on,path=",
-            qmp,
-        ));
+        cmd.arg("-chardev")
+            .arg(opt_path("socket,id=qmp,server=on,wait=on,path=", qmp));
         cmd.args(["-mon", "chardev=qmp,mode=control"]);
         cmd.args(["-boot", "strict=on,menu=off"]);
         if self.firmware == Firmware::Ovmf {
@@ -256,7 +260,10 @@ impl BootConfig {
             }
         }
         if self.firmware == Firmware::Ovmf {
-            inputs.push(("OVMF firmware (Debian package ovmf)", self.ovmf_code.as_path()));
+            inputs.push((
+                "OVMF firmware (Debian package ovmf)",
+                self.ovmf_code.as_path(),
+            ));
             inputs.push((
                 "OVMF variable store (Debian package ovmf)",
                 self.ovmf_vars.as_path(),
@@ -333,7 +340,10 @@ impl fmt::Display for BootFailure {
             BootFailure::Timeout { after, done_seen } => {
                 write!(f, "timed out after {} s", after.as_secs())?;
                 if *done_seen {
-                    write!(f, " (the node reported done but the guest did not power off)")?;
+                    write!(
+                        f,
+                        " (the node reported done but the guest did not power off)"
+                    )?;
                 }
                 Ok(())
             }
@@ -823,8 +833,12 @@ mod tests {
 
     #[test]
     fn missing_inputs_fail_before_qemu_starts() {
-        let cfg = BootConfig::image("/nonexistent/metal-amd64.iso", Firmware::SeaBios, Attach::Cdrom)
-            .with_arg("this would make QEMU fail");
+        let cfg = BootConfig::image(
+            "/nonexistent/metal-amd64.iso",
+            Firmware::SeaBios,
+            Attach::Cdrom,
+        )
+        .with_arg("this would make QEMU fail");
         match boot(&cfg) {
             Err(BootError::MissingInput { what, path }) => {
                 assert_eq!(what, "boot image");

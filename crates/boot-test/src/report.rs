@@ -169,8 +169,10 @@ fn parse_file(rest: &str) -> Option<ReportedFile> {
     let sha256 = parts.next()?;
     let size = parts.next()?.parse().ok()?;
     let path = parts.next()?;
-    let is_sha256 =
-        sha256.len() == 64 && sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let is_sha256 = sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     if path.is_empty() || !is_sha256 {
         return None;
     }

@@ -162,7 +162,8 @@ mod tests {
 
     #[test]
     fn walks_sorted_and_refuses_symlinks() {
-        let dir = std::env::temp_dir().join(format!("node-init-report-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let cache = dir.join(CACHE_DIR);
         std::fs::create_dir_all(cache.join("manifests/docker.io/library/alpine/reference"))
             .unwrap();
@@ -175,7 +176,7 @@ mod tests {
         )
         .unwrap();
         let mut seen = Vec::new();
-        let totals = walk_cache(&dir, |f| seen.push((f.path.clone(), f.size))).unwrap();
+        let totals = walk_cache(dir, |f| seen.push((f.path.clone(), f.size))).unwrap();
         assert_eq!(
             seen,
             [
@@ -190,10 +191,10 @@ mod tests {
         assert_eq!(totals, Totals { files: 3, bytes: 5 });
 
         std::os::unix::fs::symlink("sha256-a", cache.join("blob/link")).unwrap();
-        let err = walk_cache(&dir, |_| {}).unwrap_err();
+        let err = walk_cache(dir, |_| {}).unwrap_err();
         assert!(format!("{err:#}").contains("symlink"), "{err:#}");
 
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert!(walk_cache(&dir, |_| {}).is_err());
+        std::fs::remove_dir_all(&cache).unwrap();
+        assert!(walk_cache(dir, |_| {}).is_err());
     }
 }
