@@ -68,9 +68,10 @@ pub fn run(args: IsoArgs) -> Result<()> {
     bar.set_message(format!("writing {}", job.output().display()));
     let label = job.label().to_owned();
     let size = job.size();
+    let target = job.output().to_owned();
     let output = job
         .write(&mut |written| bar.set_position(written))
-        .context("writing the ISO")?;
+        .with_context(|| format!("writing {}", target.display()))?;
     bar.finish_and_clear();
     // One line, terminal or not: what a CI log needs.
     println!("{} ({} bytes, label {label})", output.display(), size);

@@ -95,7 +95,7 @@ impl hadris_storage::sync::BlockDevice for ImageDevice<'_> {
         let offset = Self::offset(first)?;
         self.file
             .read_exact_at(buf, offset)
-            .map_err(|err| Error::device(err, "reading back the image failed"))
+            .map_err(|err| Error::device(err, "read failed"))
     }
 
     fn write_blocks(&mut self, first: BlockIndex, buf: &[u8]) -> Result<(), Error<Self::Error>> {
@@ -104,7 +104,7 @@ impl hadris_storage::sync::BlockDevice for ImageDevice<'_> {
         if !crate::copy::covered(self.skip, offset, end) {
             self.file
                 .write_all_at(buf, offset)
-                .map_err(|err| Error::device(err, "writing the image failed"))?;
+                .map_err(|err| Error::device(err, "write failed"))?;
             self.advance(buf.len() as u64);
         }
         self.len = self.len.max(end);

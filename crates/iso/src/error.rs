@@ -29,8 +29,13 @@ pub enum IsoError {
     #[error("laying out the image: {0}")]
     Layout(#[source] hadris_fs::PathError),
     /// Writing the image failed (disk full, I/O error, a source file that changed meanwhile).
-    #[error("writing the image: {0}")]
-    Write(#[source] hadris_fs::PathError),
+    #[error("writing {path}: {}", innermost(cause))]
+    Write {
+        path: PathBuf,
+        /// Not a `#[source]`: hadris repeats its message at each level of the chain, so the
+        /// message above shows only the innermost cause (e.g. "No space left on device").
+        cause: hadris_fs::PathError,
+    },
     /// Writing or syncing the output file failed.
     #[error("writing {path}: {source}")]
     Output {
@@ -38,4 +43,13 @@ pub enum IsoError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The last error in `err`'s source chain, as text.
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }

@@ -335,8 +335,12 @@ impl IsoSpec {
                 Ok(())
             });
             let mut dev = ImageDevice::new(out, &skip, &copied, progress);
-            let written =
-                hadris_iso::sync::write(&mut dev, &self.tree, &opts).map_err(IsoError::Write);
+            let written = hadris_iso::sync::write(&mut dev, &self.tree, &opts).map_err(|cause| {
+                IsoError::Write {
+                    path: out_path.to_owned(),
+                    cause,
+                }
+            });
             if written.is_err() {
                 stop.store(true, Ordering::Relaxed);
             }
