@@ -14,7 +14,7 @@ use hadris_fs::{Content, DateTime, Node, Tree};
 /// Why an ESP image could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum EspError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Input {
         path: PathBuf,
         #[source]
@@ -28,9 +28,9 @@ pub enum EspError {
     Duplicate { path: String },
     #[error("time {0} is out of range")]
     Time(i64),
-    #[error("writing the FAT file system: {0}")]
+    #[error("writing the FAT file system")]
     Fat(#[source] hadris_fs::PathError),
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Output {
         path: PathBuf,
         #[source]

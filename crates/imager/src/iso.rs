@@ -46,7 +46,12 @@ pub fn run(args: IsoArgs) -> Result<()> {
     let env_assets = std::env::var_os("IMAGER_ASSETS").map(PathBuf::from);
     let dir = assets::locate(args.assets.as_deref(), env_assets.as_deref())?;
     let assets = Assets::load(&dir, args.kernel.as_deref(), args.initramfs.as_deref())
-        .with_context(|| format!("assets directory {}", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "loading the boot assets (assets directory {})",
+                dir.display()
+            )
+        })?;
     let request = IsoRequest {
         assets,
         image_cache: args.image_cache,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum IsoError {
     /// A host file or directory given as input could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Input {
         path: PathBuf,
         #[source]
@@ -26,7 +26,7 @@ pub enum IsoError {
     #[error("boot setup: {0}")]
     Boot(String),
     /// The layout engine refused the tree or the options.
-    #[error("laying out the image: {0}")]
+    #[error("laying out the image")]
     Layout(#[source] hadris_fs::PathError),
     /// Writing the image failed (disk full, I/O error, a source file that changed meanwhile).
     #[error("writing {path}: {}", innermost(cause))]
@@ -37,7 +37,7 @@ pub enum IsoError {
         cause: hadris_fs::PathError,
     },
     /// Writing or syncing the output file failed.
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Output {
         path: PathBuf,
         #[source]

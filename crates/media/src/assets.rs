@@ -21,7 +21,7 @@ pub enum AssetsError {
          `cargo xtask assets` prepares one"
     )]
     NotFound { looked: String },
-    #[error("{what} {path} is missing or unreadable: {source}")]
+    #[error("{what} {path} is missing or unreadable")]
     Missing {
         what: &'static str,
         path: PathBuf,
@@ -65,7 +65,10 @@ pub fn locate(explicit: Option<&Path>, env: Option<&Path>) -> Result<PathBuf, As
 
 /// `_assets/` at the root of the source tree this binary was built from.
 fn source_tree_assets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../_assets")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../_assets");
+    // Canonical for messages; the unresolved path when it does not exist (it is then reported as
+    // one of the places looked in).
+    std::fs::canonicalize(&dir).unwrap_or(dir)
 }
 
 impl Assets {

@@ -60,13 +60,13 @@ pub enum IsoError {
     Cmdline(#[from] CmdlineError),
     #[error("image cache {path}: {reason}")]
     Cache { path: PathBuf, reason: String },
-    #[error("output directory {path}: {source}")]
+    #[error("output directory {path}")]
     OutputDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -76,7 +76,7 @@ pub enum IsoError {
     Esp(#[from] imager_esp::EspError),
     #[error(transparent)]
     Iso(#[from] imager_iso::IsoError),
-    #[error("moving the finished image to {path}: {source}")]
+    #[error("moving the finished image to {path}")]
     Persist {
         path: PathBuf,
         #[source]
