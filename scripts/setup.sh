@@ -17,6 +17,8 @@ packages=(
     xorriso genisoimage gdisk dosfstools mtools
     # Initramfs tooling and inspection.
     busybox-static xz-utils zstd cpio file
+    # Reading OCI layouts as skopeo writes them (crates/cache tests).
+    skopeo
     # rustc links through cc; node-init links statically against glibc (libc.a is in libc6-dev).
     gcc libc6-dev
 )
