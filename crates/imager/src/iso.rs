@@ -17,9 +17,13 @@ pub struct IsoArgs {
     /// Initramfs [default: initramfs.xz from the assets directory].
     #[arg(long, value_name = "FILE")]
     initramfs: Option<PathBuf>,
-    /// Image cache directory, placed under /imagecache/ on the medium.
+    /// Image cache: a flat cache tree, the OCI layout `talosctl images cache-create` writes, or any
+    /// OCI image layout (skopeo, oras, crane, regctl); placed under /imagecache/ as a flat tree.
     #[arg(long, value_name = "PATH")]
     image_cache: Option<PathBuf>,
+    /// Registry/repository for images an OCI layout names by a bare tag (e.g. registry.example.com/team/app).
+    #[arg(long, value_name = "REPO")]
+    image_cache_ref_prefix: Option<String>,
     /// Talos version the medium is for; names the volume (v1.9.0 -> TALOS_V1_9_0).
     #[arg(long, default_value = "v1.9.0")]
     version: String,
@@ -55,6 +59,7 @@ pub fn run(args: IsoArgs) -> Result<()> {
     let request = IsoRequest {
         assets,
         image_cache: args.image_cache,
+        image_cache_ref_prefix: args.image_cache_ref_prefix,
         version: args.version,
         label: args.label,
         extra_kernel_args: args.extra_kernel_args,

@@ -8,7 +8,7 @@
 //!   isolinux/boot.cat                       talos/vmlinuz
 //!   boot/vmlinuz                            talos/initramfs.xz
 //!   boot/initramfs.xz
-//!   imagecache/...         the image cache, as given
+//!   imagecache/...         the image cache as a flat tree (converted from an OCI layout)
 //! ```
 //!
 //! The kernel and initramfs are stored twice: UEFI firmware reads only FAT, and ISOLINUX only
@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
+use imager_cache::{FlatCache, InputForm, Platform, ReadOptions};
 use imager_esp::EspSpec;
 use imager_iso::{BiosBoot, IsoSpec, Progress};
 use tempfile::{NamedTempFile, TempPath};
@@ -60,6 +61,13 @@ pub enum IsoError {
     Cmdline(#[from] CmdlineError),
     #[error("image cache {path}: {reason}")]
     Cache { path: PathBuf, reason: String },
+    /// The cache reader's errors name the input themselves.
+    #[error("reading the image cache")]
+    CacheRead {
+        path: PathBuf,
+        #[source]
+        source: imager_cache::LayoutError,
+    },
     #[error("output directory {path}")]
     OutputDir {
         path: PathBuf,
@@ -88,8 +96,11 @@ pub enum IsoError {
 #[derive(Debug, Clone)]
 pub struct IsoRequest {
     pub assets: Assets,
-    /// A directory placed under `imagecache/` as it is.
+    /// An image cache in any form `imager-cache` reads (flat tree, oci-wrapped, OCI layout); its
+    /// flat tree goes under `imagecache/`.
     pub image_cache: Option<PathBuf>,
+    /// Registry and repository for images an OCI layout names by a bare tag.
+    pub image_cache_ref_prefix: Option<String>,
     /// Talos version, e.g. `v1.9.0`: names the volume.
     pub version: String,
     /// Overrides the label derived from the version.
@@ -111,6 +122,9 @@ pub struct IsoJob {
     label: String,
     out_tmp: NamedTempFile,
     _esp_tmp: TempPath,
+    /// Kept until the image is written: a converted cache lives in a temp directory.
+    _cache: Option<FlatCache>,
+    cache_form: Option<InputForm>,
 }
 
 impl IsoJob {
@@ -121,9 +135,6 @@ impl IsoJob {
         };
         label::check_label(&label)?;
         let cmdline = bootcfg::kernel_cmdline(&req.extra_kernel_args)?;
-        if let Some(cache) = &req.image_cache {
-            check_cache_dir(cache)?;
-        }
 
         std::fs::create_dir_all(&req.output_dir).map_err(|source| IsoError::OutputDir {
             path: req.output_dir.clone(),
@@ -140,6 +151,31 @@ impl IsoJob {
                     path: req.output_dir.clone(),
                     source,
                 })
+        };
+
+        // Convert first: it is the step most likely to fail on bad input, and a flat tree is used
+        // in place. Scratch space on the output's file system keeps the later copy in-kernel.
+        let cache = match &req.image_cache {
+            Some(input) => {
+                let opts = ReadOptions {
+                    platform: Platform::parse(&format!("linux/{}", req.arch.name())).map_err(
+                        |err| IsoError::Cache {
+                            path: input.clone(),
+                            reason: err.to_string(),
+                        },
+                    )?,
+                    ref_prefix: req.image_cache_ref_prefix.clone(),
+                };
+                Some(
+                    imager_cache::materialize(input, &opts, &req.output_dir).map_err(|source| {
+                        IsoError::CacheRead {
+                            path: input.clone(),
+                            source,
+                        }
+                    })?,
+                )
+            }
+            None => None,
         };
 
         let esp_tmp = tmp_in(".imager-esp-")?.into_temp_path();
@@ -183,8 +219,8 @@ impl IsoJob {
                 "isolinux/isolinux.cfg",
                 bootcfg::isolinux_cfg(bios_files, &cmdline),
             )?;
-        if let Some(cache) = &req.image_cache {
-            spec.add_dir_tree("imagecache", cache)?;
+        if let Some(cache) = &cache {
+            spec.add_dir_tree("imagecache", cache.path())?;
         }
         spec.bios_boot(BiosBoot {
             image: "isolinux/isolinux.bin".to_owned(),
@@ -201,6 +237,8 @@ impl IsoJob {
             label,
             out_tmp: tmp_in(".metal-iso-")?,
             _esp_tmp: esp_tmp,
+            cache_form: cache.as_ref().map(FlatCache::form),
+            _cache: cache,
         })
     }
 
@@ -212,6 +250,11 @@ impl IsoJob {
     /// Where the image appears when it is done.
     pub fn output(&self) -> &Path {
         &self.output
+    }
+
+    /// The form the image cache was given in, if one was.
+    pub fn cache_form(&self) -> Option<InputForm> {
+        self.cache_form
     }
 
     /// The volume label.
@@ -231,18 +274,4 @@ impl IsoJob {
             })?;
         Ok(self.output)
     }
-}
-
-fn check_cache_dir(path: &Path) -> Result<(), IsoError> {
-    let meta = std::fs::metadata(path).map_err(|err| IsoError::Cache {
-        path: path.to_owned(),
-        reason: err.to_string(),
-    })?;
-    if !meta.is_dir() {
-        return Err(IsoError::Cache {
-            path: path.to_owned(),
-            reason: "not a directory (only a flat cache directory is read so far)".to_owned(),
-        });
-    }
-    Ok(())
 }

@@ -1,0 +1,85 @@
+//! A cache file over 4 GiB: ISO 9660 stores at most 4 GiB - 1 per extent, so the writer must use
+//! level 3 multi-extent files, and a reader must get the whole file back.
+
+mod common;
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::process::Command;
+
+/// 4 GiB + 4097: past the 32-bit size limit and not a multiple of the 2 KiB sector.
+const BIG: u64 = (4 << 30) + 4097;
+
+/// Free space under `dir` in bytes, from `df` (POSIX output).
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    let out = Command::new("df")
+        .arg("-Pk")
+        .arg(dir)
+        .output()
+        .expect("run df");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or_else(|| panic!("cannot read free space from df:\n{text}"))
+}
+
+#[test]
+#[ignore = "writes ~9 GB to disk for a minute: run `cargo xtask test`"]
+fn a_file_over_4_gib_reads_back_whole() {
+    common::require_tool("xorriso", "xorriso");
+    let dir = common::scratch();
+    // The ISO (~4.3 GB, written) and the extracted copy (4.3 GB); the source is sparse.
+    let need = 2 * BIG + (512 << 20);
+    let free = free_bytes(dir.path());
+    assert!(
+        free > need,
+        "this test needs {} GB free under {}, there are {} GB",
+        need >> 30,
+        dir.path().display(),
+        free >> 30
+    );
+
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(cache.join("blob")).unwrap();
+    let big = cache.join("blob/big");
+    {
+        let mut f = File::create(&big).unwrap();
+        f.set_len(BIG).unwrap();
+        // Known bytes at the very end (in the second extent) and just below 4 GiB (where a
+        // 32-bit size or offset would wrap), so a truncated or shifted copy hashes differently.
+        f.seek(SeekFrom::Start((4 << 30) - 5)).unwrap();
+        f.write_all(b"below-4GiB").unwrap();
+        f.seek(SeekFrom::Start(BIG - 13)).unwrap();
+        f.write_all(b"the last 13B!").unwrap();
+    }
+    std::fs::write(cache.join("blob/small"), b"small file after the big one").unwrap();
+    let want = imager_boot_test::expected_listing(&cache).unwrap();
+
+    let assets = common::fake_assets(dir.path());
+    let out = dir.path().join("out");
+    let result = common::imager([
+        "iso".as_ref(),
+        "--assets".as_ref(),
+        assets.as_os_str(),
+        "--image-cache".as_ref(),
+        cache.as_os_str(),
+        "--output".as_ref(),
+        out.as_os_str(),
+    ]);
+    common::assert_success(&result, "imager iso with a 4 GiB file");
+    let iso = out.join("metal-amd64.iso");
+    // The source is gone before the copy is made: the disk holds the ISO and one copy at most.
+    std::fs::remove_dir_all(&cache).unwrap();
+    assert!(std::fs::metadata(&iso).unwrap().len() > BIG);
+
+    let extracted = dir.path().join("extracted");
+    common::xorriso_extract(&iso, "/imagecache", &extracted);
+    std::fs::remove_file(&iso).unwrap();
+    let got = imager_boot_test::expected_listing(&extracted).unwrap();
+    let diff = imager_boot_test::ListingDiff::new(&want, &got);
+    assert!(diff.is_empty(), "{diff}");
+    assert_eq!(got["blob/big"].size, BIG);
+}

@@ -1,0 +1,211 @@
+//! Shared by the CLI tests: running the real `imager` binary, stand-in assets, the demo cache and
+//! the external tools used as oracles. Each test binary uses a different subset.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sha2::{Digest, Sha256};
+
+/// The `imager` binary cargo built for these tests.
+pub const IMAGER: &str = env!("CARGO_BIN_EXE_imager");
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    imager_boot_test::repo_root()
+}
+
+/// `testdata/demo-cache`.
+pub fn demo_cache() -> PathBuf {
+    repo_root().join("testdata/demo-cache")
+}
+
+/// A scratch directory under cargo's per-target temporary directory (same disk as `target/`,
+/// cleaned when dropped).
+pub fn scratch() -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(base).expect("create CARGO_TARGET_TMPDIR");
+    tempfile::Builder::new()
+        .prefix("imager-test-")
+        .tempdir_in(base)
+        .expect("create a scratch directory")
+}
+
+/// Runs `imager` with `args`, with no `IMAGER_ASSETS` or `SOURCE_DATE_EPOCH` from the caller's
+/// environment leaking in (each test says what it wants).
+pub fn imager<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    imager_with_env(args, &[])
+}
+
+/// [`imager`] with extra environment variables.
+pub fn imager_with_env<I, S>(args: I, env: &[(&str, &str)]) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(IMAGER);
+    cmd.args(args)
+        .env_remove("IMAGER_ASSETS")
+        .env_remove("SOURCE_DATE_EPOCH");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run the imager binary")
+}
+
+/// Panics with the command's output unless it succeeded.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Deterministic filler bytes (sha256 in counter mode), so stand-in files are not all zeros and
+/// every run makes the same ones.
+pub fn filler(seed: &str, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut counter = 0u64;
+    while out.len() < len {
+        let mut h = Sha256::new();
+        h.update(seed.as_bytes());
+        h.update(counter.to_le_bytes());
+        out.extend_from_slice(&h.finalize());
+        counter += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// A complete assets directory of small stand-in files: enough for `imager iso` to lay out a
+/// medium that the oracle tools can inspect, not to boot. The boot tests use the real assets.
+pub fn fake_assets(dir: &Path) -> PathBuf {
+    let assets = dir.join("assets");
+    let files: [(&str, usize); 6] = [
+        ("vmlinuz", 300 * 1024),
+        ("initramfs.xz", 120 * 1024),
+        // Real isolinux.bin is 38 KiB; what matters here is room for the boot-info table
+        // (bytes 8..64) and a length that is a multiple of 4 like the real one.
+        ("isolinux/isolinux.bin", 6 * 1024),
+        // The hybrid MBR boot code: exactly the 432 bytes that fit before the boot address.
+        ("isolinux/isohdpfx.bin", 432),
+        ("isolinux/ldlinux.c32", 2 * 1024),
+        ("efi/systemd-bootx64.efi", 20 * 1024),
+    ];
+    for (name, len) in files {
+        let path = assets.join(name);
+        std::fs::create_dir_all(path.parent().expect("asset path has a parent"))
+            .expect("create the assets directory");
+        std::fs::write(&path, filler(name, len)).expect("write a stand-in asset");
+    }
+    assets
+}
+
+/// The real assets directory (`$IMAGER_ASSETS`, else `<repo>/_assets`); panics, with what to do,
+/// when it is incomplete, so that an ignored test run on purpose never passes by doing nothing.
+pub fn real_assets() -> PathBuf {
+    let dir = imager_boot_test::assets_dir();
+    if let Err(e) = imager_boot_test::check_assets(&dir) {
+        panic!("{e}");
+    }
+    dir
+}
+
+/// Panics with the Debian package to install when `tool` is not on PATH.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{tool}` is needed as an independent oracle: install the Debian package {package}"
+    );
+}
+
+/// Runs an external tool and returns stdout + stderr as text (xorriso reports on stderr, and
+/// some reports go to both); panics if it cannot be started.
+pub fn run_tool(program: &str, args: &[&OsStr]) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// `sha256` of a file, streamed.
+pub fn sha256_file(path: &Path) -> String {
+    imager_boot_test::file_digest(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .sha256
+}
+
+/// The regular files directly or indirectly under `dir` (empty when `dir` does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_type().is_dir())
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}
+
+/// The kernel command-line words a boot loader adds itself (`BOOT_IMAGE=` from ISOLINUX,
+/// `initrd=` from both): dropped to compare what the medium asked for.
+pub fn without_loader_words(cmdline: &str) -> Vec<String> {
+    cmdline
+        .split_whitespace()
+        .filter(|w| !w.starts_with("BOOT_IMAGE=") && !w.starts_with("initrd="))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Extracts one file from an ISO with xorriso (Rock Ridge names) into `dest`.
+pub fn xorriso_extract(iso: &Path, iso_path: &str, dest: &Path) {
+    let (ok, text) = run_tool(
+        "xorriso",
+        &[
+            "-osirrox".as_ref(),
+            "on".as_ref(),
+            "-indev".as_ref(),
+            iso.as_os_str(),
+            "-extract".as_ref(),
+            iso_path.as_ref(),
+            dest.as_os_str(),
+        ],
+    );
+    assert!(
+        ok,
+        "xorriso could not extract {iso_path} from {}:\n{text}",
+        iso.display()
+    );
+}
+
+/// The APPEND line of an ISOLINUX config, split into words.
+pub fn isolinux_append(cfg: &str) -> Vec<String> {
+    let lines: Vec<&str> = cfg
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.to_ascii_uppercase().starts_with("APPEND "))
+        .collect();
+    assert_eq!(lines.len(), 1, "expected one APPEND line in:\n{cfg}");
+    lines[0]["APPEND ".len()..]
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
