@@ -1,6 +1,7 @@
 //! The `imager` command line: argument parsing, progress and error context over the library
 //! crates. Nothing here decides a layout or a format.
 
+mod cache;
 mod iso;
 
 use std::process::ExitCode;
@@ -22,12 +23,16 @@ struct Cli {
 enum Command {
     /// Write a hybrid ISO (BIOS + UEFI, CD + USB) with an image cache: DIR/metal-<arch>.iso.
     Iso(iso::IsoArgs),
+    /// Inspect image caches.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Iso(args) => iso::run(args),
+        Command::Cache(cmd) => cache::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

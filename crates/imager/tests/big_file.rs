@@ -1,6 +1,9 @@
 //! A cache file over 4 GiB: ISO 9660 stores at most 4 GiB - 1 per extent, so the writer must use
 //! level 3 multi-extent files, and a reader must get the whole file back.
 
+// Test code: a panic with its message is how a failure is reported, helpers included.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs::File;

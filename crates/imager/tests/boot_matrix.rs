@@ -2,6 +2,9 @@
 //! and as a USB disk. The test node (the assets' initramfs) reports on the serial console what it
 //! found; every file it read must match what the host computes from the cache directory.
 
+// Test code: a panic with its message is how a failure is reported, helpers included.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::PathBuf;

@@ -1,6 +1,9 @@
 //! `testdata/demo-cache` is what its README says: a flat cache whose names are the sha256 of
 //! their bytes and whose manifests point at blobs that are there, with the right sizes.
 
+// Test code: a panic with its message is how a failure is reported, helpers included.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,9 @@
 //! These use small stand-in assets (see `common::fake_assets`), so they need the tools but not
 //! the boot assets or QEMU; that the medium actually boots is `boot_matrix.rs`'s job.
 
+// Test code: a panic with its message is how a failure is reported, helpers included.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -3,6 +3,9 @@ use std::path::PathBuf;
 /// Why an ISO could not be planned or written.
 #[derive(Debug, thiserror::Error)]
 pub enum IsoError {
+    /// An existing image could not be read.
+    #[error("{path}: {reason}")]
+    Read { path: PathBuf, reason: String },
     /// A host file or directory given as input could not be read.
     #[error("cannot read {path}")]
     Input {
