@@ -663,6 +663,12 @@ const STUCK_GRACE: Duration = Duration::from_secs(3);
 fn is_dead_end(line: &str) -> bool {
     // SeaBIOS, when no device (with -boot strict=on: not ours) is bootable.
     line.contains("No bootable device")
+        // The hybrid MBR code (isohdpfx) and ISOLINUX give up and halt or wait for a key.
+        || line.contains("isolinux.bin missing or corrupt")
+        || line.contains("Operating system load error")
+        || line.contains("Image checksum error")
+        || line.contains("Boot failed: press a key to retry")
+        || line.contains("Could not find kernel image")
         // OVMF falls back to its shell when no boot option worked; the shell waits forever.
         || (line.contains("BdsDxe: starting") && line.contains("EFI Internal Shell"))
         // Without panic=-1 a panicking kernel hangs.
@@ -846,6 +852,35 @@ mod tests {
             }
             other => panic!("expected MissingInput, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn dead_ends_are_recognised_and_normal_lines_are_not() {
+        for line in [
+            "No bootable device.  Retrying in 60 seconds.",
+            "ISOLINUX 6.04 20200816 EHDDisolinux: Image checksum error, sorry...",
+            "BdsDxe: starting Boot0002 \"EFI Internal Shell\" from Fv(7CB8BDC9)",
+            "[    2.1] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000000",
+        ] {
+            assert!(is_dead_end(line), "{line}");
+        }
+        for line in [
+            "Booting from DVD/CD...",
+            "BdsDxe: starting Boot0001 \"UEFI QEMU DVD-ROM QM00003 \" from PciRoot(0x0)",
+            "imager-node-init: done",
+            "[    3.1] reboot: Power down",
+        ] {
+            assert!(!is_dead_end(line), "{line}");
+        }
+    }
+
+    #[test]
+    fn the_qmp_notice_is_dropped_from_stderr() {
+        let stderr = "qemu-system-x86_64: -chardev socket,id=qmp: info: QEMU waiting for connection on: disconnected:unix:/tmp/q.sock,server=on\nqemu-system-x86_64: real problem\n";
+        assert_eq!(
+            without_qmp_notice(stderr),
+            "qemu-system-x86_64: real problem"
+        );
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! with a throw-away busybox initramfs that plays the node's console protocol, so the runner is
 //! tested independently of the real node init and of any ISO writer.
 
+// Test code: a panic with its message is how a failure is reported, helpers included.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

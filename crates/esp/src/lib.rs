@@ -29,7 +29,7 @@ pub enum EspError {
     #[error("time {0} is out of range")]
     Time(i64),
     #[error("writing the FAT file system")]
-    Fat(#[source] hadris_fs::PathError),
+    Fat(#[source] Box<hadris_fs::PathError>),
     #[error("writing {path}")]
     Output {
         path: PathBuf,
@@ -112,7 +112,7 @@ impl EspSpec {
         }
         self.tree
             .insert(path.as_bytes(), node)
-            .map_err(EspError::Fat)?;
+            .map_err(|e| EspError::Fat(Box::new(e)))?;
         self.sizes.push(len);
         Ok(self)
     }
@@ -150,7 +150,7 @@ impl EspSpec {
             .with_size(size)
             .with_label(label)
             .with_time(time);
-        hadris_fat::sync::write(dev, &self.tree, &opts).map_err(EspError::Fat)?;
+        hadris_fat::sync::write(dev, &self.tree, &opts).map_err(|e| EspError::Fat(Box::new(e)))?;
         file.sync_all().map_err(out_err)?;
         Ok(size)
     }
@@ -181,7 +181,7 @@ mod tests {
         assert_eq!(esp_size(&[]), 8 << 20);
         assert_eq!(esp_size(&[1]), 8 << 20);
         let big = esp_size(&[40 << 20, 10 << 20]);
-        assert!(big >= 51 << 20 && big % (1 << 20) == 0, "{big}");
+        assert!(big >= 51 << 20 && big.is_multiple_of(1 << 20), "{big}");
     }
 
     #[test]

@@ -30,14 +30,14 @@ pub enum IsoError {
     Boot(String),
     /// The layout engine refused the tree or the options.
     #[error("laying out the image")]
-    Layout(#[source] hadris_fs::PathError),
+    Layout(#[source] Box<hadris_fs::PathError>),
     /// Writing the image failed (disk full, I/O error, a source file that changed meanwhile).
     #[error("writing {path}: {}", innermost(cause))]
     Write {
         path: PathBuf,
         /// Not a `#[source]`: hadris repeats its message at each level of the chain, so the
         /// message above shows only the innermost cause (e.g. "No space left on device").
-        cause: hadris_fs::PathError,
+        cause: Box<hadris_fs::PathError>,
     },
     /// Writing or syncing the output file failed.
     #[error("writing {path}")]
@@ -49,8 +49,8 @@ pub enum IsoError {
 }
 
 /// The last error in `err`'s source chain, as text.
-fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = err;
+fn innermost(err: &hadris_fs::PathError) -> String {
+    let mut cur: &(dyn std::error::Error + 'static) = err;
     while let Some(next) = cur.source() {
         cur = next;
     }

@@ -214,7 +214,7 @@ impl IsoSpec {
         }
         self.tree
             .insert(path.as_bytes(), node)
-            .map_err(IsoError::Layout)?;
+            .map_err(|e| IsoError::Layout(Box::new(e)))?;
         Ok(path)
     }
 
@@ -294,7 +294,7 @@ impl IsoSpec {
     pub fn planned_size(&self) -> Result<u64, IsoError> {
         let opts = self.options()?;
         Ok(hadris_iso::plan(&self.tree, &opts)
-            .map_err(IsoError::Layout)?
+            .map_err(|e| IsoError::Layout(Box::new(e)))?
             .size())
     }
 
@@ -307,7 +307,8 @@ impl IsoSpec {
         progress: &mut dyn Progress,
     ) -> Result<WriteReport, IsoError> {
         let opts = self.options()?;
-        let planned = hadris_iso::plan(&self.tree, &opts).map_err(IsoError::Layout)?;
+        let planned =
+            hadris_iso::plan(&self.tree, &opts).map_err(|e| IsoError::Layout(Box::new(e)))?;
         let mut jobs: Vec<(&HostFile, Vec<Piece>)> = Vec::with_capacity(self.host_files.len());
         for (path, file) in &self.host_files {
             jobs.push((file, pieces_of(&planned, path, file.len)?));
@@ -338,7 +339,7 @@ impl IsoSpec {
             let written = hadris_iso::sync::write(&mut dev, &self.tree, &opts).map_err(|cause| {
                 IsoError::Write {
                     path: out_path.to_owned(),
-                    cause,
+                    cause: Box::new(cause),
                 }
             });
             if written.is_err() {

@@ -66,7 +66,7 @@ pub enum IsoError {
     CacheRead {
         path: PathBuf,
         #[source]
-        source: imager_cache::LayoutError,
+        source: Box<imager_cache::LayoutError>,
     },
     #[error("output directory {path}")]
     OutputDir {
