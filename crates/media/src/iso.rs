@@ -170,7 +170,7 @@ impl IsoJob {
                     imager_cache::materialize(input, &opts, &req.output_dir).map_err(|source| {
                         IsoError::CacheRead {
                             path: input.clone(),
-                            source,
+                            source: Box::new(source),
                         }
                     })?,
                 )
