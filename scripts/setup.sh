@@ -17,8 +17,9 @@ packages=(
     xorriso genisoimage gdisk dosfstools mtools
     # Initramfs tooling and inspection.
     busybox-static xz-utils zstd cpio file
-    # Reading OCI layouts as skopeo writes them (crates/cache tests).
-    skopeo
+    # Reading OCI layouts as skopeo writes them (crates/cache tests); the registry client's tests
+    # pull from the distribution registry, with skopeo as an independent client.
+    skopeo docker-registry
     # rustc links through cc; node-init links statically against glibc (libc.a is in libc6-dev).
     gcc libc6-dev
 )

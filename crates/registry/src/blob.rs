@@ -336,8 +336,13 @@ impl Client {
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok((i, Ok(outcome))) => outcomes.push((i, outcome)),
-                // Returning drops the JoinSet, which aborts the other downloads.
-                Ok((_, Err(e))) => return Err(e),
+                Ok((_, Err(e))) => {
+                    // Abort is asynchronous: wait until every other download is really gone (its
+                    // temporary file removed) so the caller never sees a leftover.
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    return Err(e);
+                }
                 Err(join) => match join.try_into_panic() {
                     Ok(panic) => std::panic::resume_unwind(panic),
                     // Only abort() cancels, and nothing here calls it while joining.
