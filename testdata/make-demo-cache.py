@@ -20,6 +20,8 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+# Stands in for the arm64 child manifest the index names; it is not part of the cache.
+ARM64_CHILD = b"arm64 child manifest, not cached\n"
 
 
 def digest(data: bytes) -> str:
@@ -106,8 +108,8 @@ def image(repo: str, tag: str, cmd: list, files: dict, with_index: bool) -> None
                     },
                     {
                         "mediaType": OCI_MANIFEST,
-                        "digest": digest(b"arm64 child manifest, not cached\n"),
-                        "size": 33,
+                        "digest": digest(ARM64_CHILD),
+                        "size": len(ARM64_CHILD),
                         "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"},
                     },
                 ],

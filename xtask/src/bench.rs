@@ -39,7 +39,10 @@ fn parse(args: &[String]) -> Result<IsoBench> {
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{arg} needs a value\n{USAGE}"));
+        let mut value = || {
+            it.next()
+                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
+        };
         match arg.as_str() {
             "--runs" => bench.runs = value()?.parse().context("--runs")?,
             "--gib" => bench.gib = value()?.parse().context("--gib")?,
@@ -58,14 +61,17 @@ fn iso(args: &[String]) -> Result<()> {
     crate::assets::run(&[])?;
     let assets = workspace_root().join("_assets");
     let root = workspace_root();
-    util::run_quiet(
-        Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .args(["build", "--release", "--quiet", "-p", "imager"]),
-    )?;
+    util::run_quiet(Command::new(env!("CARGO")).current_dir(&root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "imager",
+    ]))?;
     let imager = util::target_dir().join("release/imager");
 
-    std::fs::create_dir_all(&bench.dir).with_context(|| format!("creating {}", bench.dir.display()))?;
+    std::fs::create_dir_all(&bench.dir)
+        .with_context(|| format!("creating {}", bench.dir.display()))?;
     let cache = bench.dir.join("cache");
     let cache_bytes = make_cache(&cache, bench.gib)?;
     eprintln!("cache: {} in {}", human_size(cache_bytes), cache.display());
@@ -85,11 +91,13 @@ fn iso(args: &[String]) -> Result<()> {
             })
         }),
         ("xorriso -as mkisofs (peer)", {
-            let (cache, out, staging, esp) = (cache.clone(), out.clone(), staging.clone(), esp.clone());
+            let (cache, out, staging, esp) =
+                (cache.clone(), out.clone(), staging.clone(), esp.clone());
             Box::new(move || xorriso_command(&staging, &esp, &cache, &out.join("peer.iso")))
         }),
         ("imager iso", {
-            let (cache, out, assets, imager) = (cache.clone(), out.clone(), assets.clone(), imager.clone());
+            let (cache, out, assets, imager) =
+                (cache.clone(), out.clone(), assets.clone(), imager.clone());
             Box::new(move || {
                 let mut c = Command::new(&imager);
                 c.arg("iso")
@@ -112,7 +120,12 @@ fn iso(args: &[String]) -> Result<()> {
             reset_dir(&out)?;
             let (name, make) = &tools[i];
             let sample = measure(&mut make()).with_context(|| format!("running {name}"))?;
-            eprintln!("run {}: {name}: {:.2} s, {} peak RSS", run + 1, sample.time.as_secs_f64(), human_size(sample.rss_kib * 1024));
+            eprintln!(
+                "run {}: {name}: {:.2} s, {} peak RSS",
+                run + 1,
+                sample.time.as_secs_f64(),
+                human_size(sample.rss_kib * 1024)
+            );
             samples[i].push(sample);
         }
     }
@@ -123,12 +136,21 @@ fn iso(args: &[String]) -> Result<()> {
         .map(|s| {
             let mut times: Vec<Duration> = s.iter().map(|x| x.time).collect();
             times.sort();
-            (times[times.len() / 2], s.iter().map(|x| x.rss_kib).max().unwrap_or(0))
+            (
+                times[times.len() / 2],
+                s.iter().map(|x| x.rss_kib).max().unwrap_or(0),
+            )
         })
         .collect();
     let floor = medians[0].0.as_secs_f64();
     let peer = medians[1].0.as_secs_f64();
-    println!("\n`cargo xtask bench iso --runs {} --gib {}`: {} of cache files, median of {} runs, each until `sync` returns\n", bench.runs, bench.gib, human_size(cache_bytes), bench.runs);
+    println!(
+        "\n`cargo xtask bench iso --runs {} --gib {}`: {} of cache files, median of {} runs, each until `sync` returns\n",
+        bench.runs,
+        bench.gib,
+        human_size(cache_bytes),
+        bench.runs
+    );
     println!("| tool | median time | throughput | vs cp -r | vs xorriso | peak RSS |");
     println!("|---|---|---|---|---|---|");
     for ((name, _), (time, rss)) in tools.iter().zip(&medians) {
@@ -154,7 +176,9 @@ struct Sample {
 fn measure(cmd: &mut Command) -> Result<Sample> {
     cmd.stdout(std::process::Stdio::null());
     let start = Instant::now();
-    let child = cmd.spawn().with_context(|| format!("starting `{}`", util::command_line(cmd)))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting `{}`", util::command_line(cmd)))?;
     let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain old data for which all-zero bytes are a valid value.
@@ -167,7 +191,10 @@ fn measure(cmd: &mut Command) -> Result<Sample> {
     }
     drop(child);
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        bail!("`{}` failed (wait status {status})", util::command_line(cmd));
+        bail!(
+            "`{}` failed (wait status {status})",
+            util::command_line(cmd)
+        );
     }
     util::run_quiet(&mut Command::new("sync"))?;
     Ok(Sample {
@@ -196,7 +223,11 @@ fn make_cache(dir: &Path, gib: f64) -> Result<u64> {
         (count(6.0), 192 * MIB, "blob"),
         (count(40.0), 16 * MIB, "blob"),
         (count(200.0), MIB, "blob"),
-        (count(2000.0), 2048, "manifests/registry.example.com/team/project/app/digest"),
+        (
+            count(2000.0),
+            2048,
+            "manifests/registry.example.com/team/project/app/digest",
+        ),
     ];
     let stamp = dir.join(".bench-stamp");
     let want = format!("{plan:?}");
@@ -216,7 +247,9 @@ fn make_cache(dir: &Path, gib: f64) -> Result<u64> {
         for _ in 0..*n {
             index += 1;
             let path = sub_dir.join(format!("sha256-{index:064x}"));
-            let mut f = BufWriter::new(File::create(&path).with_context(|| format!("creating {}", path.display()))?);
+            let mut f = BufWriter::new(
+                File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+            );
             let mut left = *size;
             while left > 0 {
                 for chunk in buf.chunks_exact_mut(8) {
@@ -249,9 +282,12 @@ fn prepare_peer_inputs(assets: &Path, staging: &Path) -> Result<PathBuf> {
         "DEFAULT talos\nLABEL talos\n  KERNEL /boot/vmlinuz\n  INITRD /boot/initramfs.xz\n",
     )?;
     let mut esp = imager_esp::EspSpec::new("EFIBOOT", 0)?;
-    esp.add_file("EFI/BOOT/BOOTX64.EFI", &assets.join("efi/systemd-bootx64.efi"))?
-        .add_file("talos/vmlinuz", &assets.join("vmlinuz"))?
-        .add_file("talos/initramfs.xz", &assets.join("initramfs.xz"))?;
+    esp.add_file(
+        "EFI/BOOT/BOOTX64.EFI",
+        &assets.join("efi/systemd-bootx64.efi"),
+    )?
+    .add_file("talos/vmlinuz", &assets.join("vmlinuz"))?
+    .add_file("talos/initramfs.xz", &assets.join("initramfs.xz"))?;
     let path = staging.join("esp.img");
     esp.write(&path)?;
     Ok(path)
@@ -264,22 +300,56 @@ fn xorriso_command(staging: &Path, esp: &Path, cache: &Path, out: &Path) -> Comm
     let assets = workspace_root().join("_assets");
     let graft = |inside: &str, host: &Path| format!("{inside}={}", host.display());
     let mut c = Command::new("xorriso");
-    c.args(["-as", "mkisofs", "-quiet", "-iso-level", "3", "-R", "-V", "TALOS_V1_9_0", "-graft-points"])
-        .args(["-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table"])
-        .arg("-isohybrid-mbr")
-        .arg(assets.join("isolinux/isohdpfx.bin"))
-        .arg("-append_partition")
-        .arg("2")
-        .arg("0xef")
-        .arg(esp)
-        .args(["-eltorito-alt-boot", "-e", "--interval:appended_partition_2:all::", "-no-emul-boot", "-isohybrid-gpt-basdat"])
-        .arg("-o")
-        .arg(out)
-        .arg(graft("/isolinux/isolinux.bin", &assets.join("isolinux/isolinux.bin")))
-        .arg(graft("/isolinux/ldlinux.c32", &assets.join("isolinux/ldlinux.c32")))
-        .arg(graft("/isolinux/isolinux.cfg", &staging.join("isolinux/isolinux.cfg")))
-        .arg(graft("/boot/vmlinuz", &assets.join("vmlinuz")))
-        .arg(graft("/boot/initramfs.xz", &assets.join("initramfs.xz")))
-        .arg(graft("/imagecache", cache));
+    c.args([
+        "-as",
+        "mkisofs",
+        "-quiet",
+        "-iso-level",
+        "3",
+        "-R",
+        "-V",
+        "TALOS_V1_9_0",
+        "-graft-points",
+    ])
+    .args([
+        "-b",
+        "isolinux/isolinux.bin",
+        "-c",
+        "isolinux/boot.cat",
+        "-no-emul-boot",
+        "-boot-load-size",
+        "4",
+        "-boot-info-table",
+    ])
+    .arg("-isohybrid-mbr")
+    .arg(assets.join("isolinux/isohdpfx.bin"))
+    .arg("-append_partition")
+    .arg("2")
+    .arg("0xef")
+    .arg(esp)
+    .args([
+        "-eltorito-alt-boot",
+        "-e",
+        "--interval:appended_partition_2:all::",
+        "-no-emul-boot",
+        "-isohybrid-gpt-basdat",
+    ])
+    .arg("-o")
+    .arg(out)
+    .arg(graft(
+        "/isolinux/isolinux.bin",
+        &assets.join("isolinux/isolinux.bin"),
+    ))
+    .arg(graft(
+        "/isolinux/ldlinux.c32",
+        &assets.join("isolinux/ldlinux.c32"),
+    ))
+    .arg(graft(
+        "/isolinux/isolinux.cfg",
+        &staging.join("isolinux/isolinux.cfg"),
+    ))
+    .arg(graft("/boot/vmlinuz", &assets.join("vmlinuz")))
+    .arg(graft("/boot/initramfs.xz", &assets.join("initramfs.xz")))
+    .arg(graft("/imagecache", cache));
     c
 }

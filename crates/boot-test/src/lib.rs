@@ -5,6 +5,13 @@
 //! [`NodeReport`], and [`expected_listing`] says what the node should have seen in a cache
 //! directory, so tests compare the node's view with the host's.
 //!
+//! Environment variables:
+//! - `IMAGER_ASSETS`: the boot assets directory for [`assets_dir`] (else `<repo>/_assets`).
+//! - `IMAGER_BOOT_LOG_DIR`: save every boot's raw console as `<dir>/<name>.log`.
+//! - `IMAGER_BOOT_ECHO`: echo console lines to stderr as they arrive (any value but `0`).
+//! - `IMAGER_BOOT_JOBS`: how many guests may run at once in one process (default: the number
+//!   of cores); a boot's timeout starts when it gets its slot.
+//!
 //! ```no_run
 //! use imager_boot_test::{Attach, BootConfig, Firmware, ListingDiff, boot, expected_listing};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -187,10 +187,28 @@ impl IsoSpec {
         Ok(self)
     }
 
-    /// Boots BIOS machines: El Torito no-emulation from a CD, the MBR from a disk.
-    pub fn bios_boot(&mut self, boot: BiosBoot) -> &mut Self {
+    /// Boots BIOS machines: El Torito no-emulation from a CD, the MBR from a disk. The boot image
+    /// must already be in the image; the writer patches a boot info table into it.
+    pub fn bios_boot(&mut self, boot: BiosBoot) -> Result<&mut Self, IsoError> {
+        // hadris writes the boot info table into the boot image's data as it passes through, so
+        // that file must not take the placeholder-and-copy path: its real bytes go into the tree.
+        if let Some(file) = self.host_files.remove(&boot.image) {
+            let bytes = std::fs::read(&file.host).map_err(|source| IsoError::Input {
+                path: file.host.clone(),
+                source,
+            })?;
+            if bytes.len() as u64 != file.len {
+                return Err(IsoError::Unsupported {
+                    path: file.host,
+                    reason: "the file changed size while the image was being planned",
+                });
+            }
+            self.tree
+                .replace(boot.image.as_bytes(), Node::file(Content::bytes(bytes)))
+                .map_err(|e| IsoError::Layout(Box::new(e)))?;
+        }
         self.bios = Some(boot);
-        self
+        Ok(self)
     }
 
     /// Boots UEFI machines from the FAT image `esp`: appended after the files as the EFI system
@@ -384,12 +402,19 @@ fn pieces_of(report: &hadris_fs::Report, path: &str, len: u64) -> Result<Vec<Pie
         .extents(format!("/{path}"))
         .or_else(|| report.extents(path))
         .unwrap_or(&[]);
+    // hadris reports a multi-extent file's extents in file order, each with file offset 0: the
+    // offsets are the running sum.
+    let mut file_offset = 0;
     let pieces: Vec<Piece> = extents
         .iter()
-        .map(|e| Piece {
-            image_offset: e.offset(),
-            file_offset: e.file_offset(),
-            len: e.len(),
+        .map(|e| {
+            let piece = Piece {
+                image_offset: e.offset(),
+                file_offset,
+                len: e.len(),
+            };
+            file_offset += e.len();
+            piece
         })
         .collect();
     let total: u64 = pieces.iter().map(|p| p.len).sum();
@@ -575,5 +600,19 @@ mod tests {
         for (rel, data) in expected {
             assert_eq!(std::fs::read(out.join(&rel)).unwrap(), data, "{rel}");
         }
+    }
+
+    #[test]
+    fn multi_extent_pieces_get_running_file_offsets() {
+        let mut report = hadris_fs::Report::new();
+        report.push_extent("/big", hadris_fs::Extent::new(1 << 20, 4_294_965_248));
+        report.push_extent(
+            "/big",
+            hadris_fs::Extent::new((1 << 20) + 4_294_965_248, 4097),
+        );
+        let pieces = pieces_of(&report, "big", 4_294_965_248 + 4097).unwrap();
+        assert_eq!(pieces[1].file_offset, 4_294_965_248);
+        assert_eq!(pieces[0].file_offset, 0);
+        assert!(pieces_of(&report, "big", 1).is_err());
     }
 }

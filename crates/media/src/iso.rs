@@ -14,6 +14,7 @@
 //! The kernel and initramfs are stored twice: UEFI firmware reads only FAT, and ISOLINUX only
 //! ISO 9660. Both boot loaders get the same command line from [`crate::bootcfg`].
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use imager_cache::{FlatCache, InputForm, Platform, ReadOptions};
@@ -146,6 +147,9 @@ impl IsoJob {
         let tmp_in = |prefix: &str| {
             tempfile::Builder::new()
                 .prefix(prefix)
+                // What any new file gets (0666 less the umask), not tempfile's private 0600: the
+                // ISO is read by libvirt, web servers and other users.
+                .permissions(std::fs::Permissions::from_mode(0o666))
                 .tempfile_in(&req.output_dir)
                 .map_err(|source| IsoError::OutputDir {
                     path: req.output_dir.clone(),
@@ -226,7 +230,7 @@ impl IsoJob {
             image: "isolinux/isolinux.bin".to_owned(),
             catalog: "isolinux/boot.cat".to_owned(),
             mbr_code,
-        })
+        })?
         .uefi_boot(&esp_tmp);
         let size = spec.planned_size()?;
 
