@@ -67,6 +67,7 @@ pub(crate) struct Piece {
 
 /// Byte ranges of the image whose writes are dropped: each piece, extended to its sector's end
 /// (hadris pads a file's last sector with zeros, which the fresh output file reads as anyway).
+/// Sorted, and merged where they touch, so the extents of a multi-extent file form one range.
 pub(crate) fn skip_ranges(pieces: &[Piece], sector: u64) -> Vec<(u64, u64)> {
     let mut ranges: Vec<(u64, u64)> = pieces
         .iter()
@@ -79,13 +80,40 @@ pub(crate) fn skip_ranges(pieces: &[Piece], sector: u64) -> Vec<(u64, u64)> {
         })
         .collect();
     ranges.sort_unstable();
-    ranges
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
 }
 
-/// Whether `[start, end)` lies inside one of the sorted `ranges`.
-pub(crate) fn covered(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
-    let i = ranges.partition_point(|&(s, _)| s <= start);
-    i > 0 && ranges[i - 1].1 >= end
+/// The parts of `[start, end)` outside the sorted, disjoint `ranges`, as `(start, end)` pairs.
+///
+/// The copy thread fills the skipped ranges while the layout is being written, so a write that
+/// straddles one must not touch its bytes at all, not even with the placeholder's zeros.
+pub(crate) fn uncovered(ranges: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = start;
+    let first = ranges.partition_point(|&(_, e)| e <= start);
+    for &(s, e) in &ranges[first..] {
+        if s >= end {
+            break;
+        }
+        if s > at {
+            out.push((at, s));
+        }
+        at = at.max(e);
+        if at >= end {
+            break;
+        }
+    }
+    if at < end {
+        out.push((at, end));
+    }
+    out
 }
 
 /// Copies `pieces` of `file` into `out`, checking first that the file still has its planned
@@ -199,7 +227,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges_cover_whole_sectors() {
+    fn ranges_cover_whole_sectors_and_merge() {
         let pieces = [
             Piece {
                 image_offset: 4096,
@@ -211,6 +239,12 @@ mod tests {
                 file_offset: 0,
                 len: 4096,
             },
+            // The second extent of the same file, right after the first.
+            Piece {
+                image_offset: 12288,
+                file_offset: 4096,
+                len: 10,
+            },
             Piece {
                 image_offset: 20480,
                 file_offset: 0,
@@ -218,13 +252,18 @@ mod tests {
             },
         ];
         let ranges = skip_ranges(&pieces, 2048);
-        assert_eq!(ranges, vec![(4096, 6144), (8192, 12288)]);
-        assert!(covered(&ranges, 4096, 6144));
-        assert!(covered(&ranges, 8192, 10240));
-        assert!(!covered(&ranges, 6144, 8192));
-        assert!(!covered(&ranges, 2048, 4096));
-        assert!(!covered(&ranges, 10240, 14336));
-        assert!(!covered(&[], 0, 2048));
+        assert_eq!(ranges, vec![(4096, 6144), (8192, 14336)]);
+        assert_eq!(uncovered(&ranges, 4096, 6144), vec![]);
+        assert_eq!(uncovered(&ranges, 8192, 14336), vec![]);
+        assert_eq!(uncovered(&ranges, 6144, 8192), vec![(6144, 8192)]);
+        assert_eq!(uncovered(&ranges, 0, 4096), vec![(0, 4096)]);
+        // A write straddling skipped ranges writes only what lies between and around them.
+        assert_eq!(
+            uncovered(&ranges, 2048, 16384),
+            vec![(2048, 4096), (6144, 8192), (14336, 16384)]
+        );
+        assert_eq!(uncovered(&ranges, 5000, 9000), vec![(6144, 8192)]);
+        assert_eq!(uncovered(&[], 0, 2048), vec![(0, 2048)]);
     }
 
     #[test]

@@ -101,11 +101,12 @@ impl hadris_storage::sync::BlockDevice for ImageDevice<'_> {
     fn write_blocks(&mut self, first: BlockIndex, buf: &[u8]) -> Result<(), Error<Self::Error>> {
         let offset = Self::offset(first)?;
         let end = offset + buf.len() as u64;
-        if !crate::copy::covered(self.skip, offset, end) {
+        for (start, stop) in crate::copy::uncovered(self.skip, offset, end) {
+            let part = &buf[(start - offset) as usize..(stop - offset) as usize];
             self.file
-                .write_all_at(buf, offset)
+                .write_all_at(part, start)
                 .map_err(|err| Error::device(err, "write failed"))?;
-            self.advance(buf.len() as u64);
+            self.advance(part.len() as u64);
         }
         self.len = self.len.max(end);
         Ok(())
