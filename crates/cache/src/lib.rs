@@ -1,17 +1,20 @@
 //! Reading Talos image caches: the upstream flat tree nodes consume, and the OCI image layouts
 //! caches are shipped in. Every input form is normalized into a flat tree ([`materialize`]), which
-//! can then be verified ([`verify_flat`]) and listed ([`list_flat`]).
+//! can then be verified ([`verify_flat`]) and listed ([`list_flat`]). Caches are created from
+//! registries by [`create()`], as a flat tree or as an OCI layout wrapping one ([`oci_out`]).
 //!
 //! The formats are described in docs/image-cache.md. Parsing and planning (references, manifests,
 //! platforms, paths, naming the images of a layout) are pure and live apart from the I/O that
 //! walks, copies and unpacks; file data is streamed, never read whole (manifests are capped at
 //! [`manifest::MAX_MANIFEST_SIZE`]).
 
+pub mod create;
 pub mod digest;
 pub mod flat;
 pub mod layout;
 pub mod list;
 pub mod manifest;
+pub mod oci_out;
 mod par;
 pub mod platform;
 pub mod reference;
@@ -20,6 +23,7 @@ pub mod verify;
 
 use std::path::Path;
 
+pub use create::{CreateError, CreateOptions, CreateProgress, Created, OutputLayout, create};
 pub use digest::{Digest, DigestError};
 pub use flat::{FlatError, FlatWriter};
 pub use layout::{FlatCache, InputForm, LayoutError, ReadOptions, materialize};

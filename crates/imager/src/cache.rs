@@ -1,13 +1,23 @@
-//! `imager cache verify | list`.
+//! `imager cache create | verify | list`.
 
+use std::collections::HashMap;
+use std::io::{IsTerminal as _, Read as _};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
-use imager_cache::{FlatCache, ReadOptions};
+use clap::{Args, Subcommand, ValueEnum};
+use imager_cache::create::{ImageSummary, PlannedBlob};
+use imager_cache::{CreateOptions, CreateProgress, FlatCache, OutputLayout, ReadOptions};
+use imager_registry::{ClientConfig, Digest, PlatformSelection, Progress};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
+    /// Pull images from registries into a new cache at --image-cache-path (talosctl's `images
+    /// cache-create` flags): an OCI layout with one image per platform (default), or the flat tree.
+    Create(CreateArgs),
     /// Re-hash every blob and check every manifest, reference and descriptor; non-zero exit on any
     /// problem. PATH: a flat cache, an OCI layout, or a built ISO.
     Verify(InputArgs),
@@ -37,8 +47,57 @@ pub struct ListArgs {
     input: InputArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Where the cache is written; must not exist unless --force.
+    #[arg(long, value_name = "PATH")]
+    image_cache_path: PathBuf,
+    /// Images to cache (repeatable, comma-separated); `-` reads one per line from stdin (blank
+    /// lines and `#` comments ignored). `alpine` means docker.io/library/alpine:latest.
+    #[arg(
+        long,
+        value_name = "REF[,REF...]|-",
+        value_delimiter = ',',
+        required = true
+    )]
+    images: Vec<String>,
+    /// Platforms to cache from multi-platform images (repeatable, comma-separated), or `all`.
+    /// The OCI layout gets one image per platform.
+    #[arg(
+        long,
+        value_name = "OS/ARCH[/VARIANT]",
+        value_delimiter = ',',
+        default_value = "linux/amd64"
+    )]
+    platform: Vec<String>,
+    /// Output form: an OCI image layout wrapping the flat tree, or the flat tree itself.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Oci)]
+    layout: LayoutArg,
+    /// Allow plain HTTP and registries whose TLS certificate cannot be verified.
+    #[arg(long)]
+    insecure: bool,
+    /// Replace an existing cache at --image-cache-path (atomically, once the new one is complete).
+    #[arg(long)]
+    force: bool,
+    /// Blobs downloaded at once.
+    #[arg(long, value_name = "N", default_value_t = imager_cache::create::DEFAULT_JOBS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    jobs: usize,
+    /// Keep downloaded blobs in DIR across runs (re-hashed before reuse); a re-run, or a run after
+    /// a failed one, downloads only what is missing.
+    #[arg(long, value_name = "DIR")]
+    image_layer_cache_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LayoutArg {
+    Oci,
+    Flat,
+}
+
 pub fn run(cmd: CacheCommand) -> Result<()> {
     match cmd {
+        CacheCommand::Create(args) => create(args),
         CacheCommand::Verify(args) => verify(&args),
         CacheCommand::List(args) => list(&args.input),
     }
@@ -128,4 +187,219 @@ fn list(args: &InputArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn create(args: CreateArgs) -> Result<()> {
+    let images = if args.images.iter().any(|i| i == "-") {
+        if args.images.len() > 1 {
+            bail!("--images -: reads the list from stdin and takes no other reference");
+        }
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the image list from stdin")?;
+        imager_cache::create::parse_image_list(&text).context("--images -")?
+    } else {
+        imager_cache::create::parse_images(args.images.iter().map(String::as_str))
+            .context("--images")?
+    };
+    let platforms =
+        PlatformSelection::parse(args.platform.iter().map(String::as_str)).context("--platform")?;
+    let terminal = std::io::stderr().is_terminal();
+    let progress = Arc::new(Bars::new(terminal));
+    let mut opts = CreateOptions::new(args.image_cache_path, images);
+    opts.platforms = platforms;
+    opts.layout = match args.layout {
+        LayoutArg::Oci => OutputLayout::Oci,
+        LayoutArg::Flat => OutputLayout::Flat,
+    };
+    opts.force = args.force;
+    opts.jobs = args.jobs;
+    opts.layer_cache = args.image_layer_cache_path;
+    opts.client = ClientConfig {
+        insecure: args.insecure,
+        ..ClientConfig::default()
+    };
+    opts.source_date_epoch = source_date_epoch()?;
+    opts.progress = Some(progress.clone());
+    let result = imager_cache::create(&opts);
+    progress.clear();
+    let created = result?;
+    let layout = match opts.layout {
+        OutputLayout::Flat => "flat tree".to_owned(),
+        OutputLayout::Oci => format!(
+            "OCI layout, images for {}",
+            created
+                .layout_platforms
+                .iter()
+                .map(|p| p.as_deref().unwrap_or("no platform"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    println!(
+        "{}: {} images, {} blobs ({} bytes; {} downloaded, {} bytes), {layout}",
+        created.path.display(),
+        created.images.len(),
+        created.blobs,
+        created.blob_bytes,
+        created.downloaded,
+        created.downloaded_bytes,
+    );
+    Ok(())
+}
+
+/// `SOURCE_DATE_EPOCH` dates the OCI layout; without it, the epoch itself (0): a cache's content
+/// does not depend on when it was made, so its bytes should not either.
+fn source_date_epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds")),
+        Err(std::env::VarError::NotPresent) => Ok(0),
+        Err(err) => bail!("SOURCE_DATE_EPOCH: {err}"),
+    }
+}
+
+/// Progress of `cache create`: on a terminal, an overall bar (bytes of all blobs) and one bar per
+/// blob in flight; otherwise one line per image and per retry, for logs.
+struct Bars {
+    terminal: bool,
+    multi: MultiProgress,
+    overall: ProgressBar,
+    sizes: Mutex<HashMap<String, u64>>,
+    /// Per blob in flight: its bar and the bytes already counted in the overall bar.
+    blobs: Mutex<HashMap<String, (ProgressBar, u64)>>,
+    layout: Mutex<Option<ProgressBar>>,
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Progress state is only counters and bars; a panic elsewhere does not make it unusable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Bars {
+    fn new(terminal: bool) -> Self {
+        let multi = MultiProgress::with_draw_target(if terminal {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        let overall = multi.add(ProgressBar::new(0).with_style(style(
+            "{msg:12} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )));
+        overall.set_message("resolving");
+        overall.enable_steady_tick(Duration::from_millis(200));
+        Self {
+            terminal,
+            multi,
+            overall,
+            sizes: Mutex::new(HashMap::new()),
+            blobs: Mutex::new(HashMap::new()),
+            layout: Mutex::new(None),
+        }
+    }
+
+    /// A line above the bars on a terminal, on stderr otherwise.
+    fn line(&self, text: &str) {
+        if self.terminal {
+            let _ = self.multi.println(text);
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
+    fn clear(&self) {
+        for (_, (bar, _)) in lock(&self.blobs).drain() {
+            bar.finish_and_clear();
+        }
+        if let Some(bar) = lock(&self.layout).take() {
+            bar.finish_and_clear();
+        }
+        self.overall.finish_and_clear();
+    }
+}
+
+impl Progress for Bars {
+    fn blob_started(&self, digest: &Digest, size: Option<u64>) {
+        let bar = self.multi.add(
+            ProgressBar::new(size.unwrap_or(0))
+                .with_style(style("  {prefix:19} [{bar:30}] {bytes}/{total_bytes}")),
+        );
+        bar.set_prefix(digest.to_string().chars().take(19).collect::<String>());
+        lock(&self.blobs).insert(digest.to_string(), (bar, 0));
+    }
+
+    fn blob_advanced(&self, digest: &Digest, total: u64) {
+        if let Some((bar, counted)) = lock(&self.blobs).get_mut(&digest.to_string()) {
+            bar.set_position(total);
+            self.overall.inc(total.saturating_sub(*counted));
+            *counted = total.max(*counted);
+        }
+    }
+
+    fn blob_finished(&self, digest: &Digest, downloaded: bool) {
+        let key = digest.to_string();
+        match lock(&self.blobs).remove(&key) {
+            Some((bar, _)) => bar.finish_and_clear(),
+            // A verified copy from the layer cache: it counts as done at once.
+            None if !downloaded => {
+                self.overall
+                    .inc(lock(&self.sizes).get(&key).copied().unwrap_or(0));
+            }
+            None => {}
+        }
+    }
+
+    fn retrying(&self, image: &str, what: &str, attempt: u32, wait: Duration, cause: &str) {
+        self.line(&format!(
+            "retrying {image}: {what} in {wait:.1?} (attempt {attempt} failed: {cause})"
+        ));
+    }
+}
+
+impl CreateProgress for Bars {
+    fn image_planned(&self, image: &ImageSummary) {
+        let platforms = if image.platforms.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", image.platforms.join(", "))
+        };
+        self.line(&format!(
+            "{} {}{platforms}: {} blobs, {} bytes",
+            image.reference, image.digest, image.blobs, image.bytes
+        ));
+    }
+
+    fn blobs_planned(&self, blobs: &[PlannedBlob]) {
+        let mut sizes = lock(&self.sizes);
+        for b in blobs {
+            sizes.insert(b.digest.to_string(), b.size);
+        }
+        self.overall.set_length(blobs.iter().map(|b| b.size).sum());
+        self.overall.set_message("downloading");
+    }
+
+    fn layout_started(&self, total: u64) {
+        self.overall.finish_and_clear();
+        let bar = self.multi.add(ProgressBar::new(total).with_style(style(
+            "{msg:12} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )));
+        bar.set_message("OCI layer");
+        *lock(&self.layout) = Some(bar);
+        if !self.terminal {
+            eprintln!("writing the OCI layout ({total} bytes to archive)");
+        }
+    }
+
+    fn layout_advanced(&self, done: u64) {
+        if let Some(bar) = lock(&self.layout).as_ref() {
+            bar.set_position(done);
+        }
+    }
 }

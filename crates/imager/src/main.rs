@@ -2,6 +2,7 @@
 //! crates. Nothing here decides a layout or a format.
 
 mod cache;
+mod images;
 mod iso;
 
 use std::process::ExitCode;
@@ -23,9 +24,12 @@ struct Cli {
 enum Command {
     /// Write a hybrid ISO (BIOS + UEFI, CD + USB) with an image cache: DIR/metal-<arch>.iso.
     Iso(iso::IsoArgs),
-    /// Inspect image caches.
+    /// Create and inspect image caches.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Image lists.
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Iso(args) => iso::run(args),
         Command::Cache(cmd) => cache::run(cmd),
+        Command::Images(cmd) => images::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -311,6 +311,18 @@ impl Client {
         requests: impl IntoIterator<Item = BlobRequest>,
         jobs: usize,
     ) -> Result<Vec<BlobOutcome>, Error> {
+        self.fetch_blobs_detailed(requests, jobs)
+            .await
+            .map_err(|failed| failed.error)
+    }
+
+    /// [`Client::fetch_blobs`], whose error also gives the request that failed: a caller that
+    /// fetched the blobs of many images can then say which image and which layer it was.
+    pub async fn fetch_blobs_detailed(
+        &self,
+        requests: impl IntoIterator<Item = BlobRequest>,
+        jobs: usize,
+    ) -> Result<Vec<BlobOutcome>, Box<FailedBlob>> {
         let mut seen = HashSet::new();
         let unique: Vec<BlobRequest> = requests
             .into_iter()
@@ -329,19 +341,19 @@ impl Client {
                 let outcome = client
                     .get_blob(&req.repository, &req.digest, req.size, &req.dest)
                     .await;
-                (i, outcome)
+                (i, req, outcome)
             });
         }
         let mut outcomes = Vec::with_capacity(tasks.len());
         while let Some(joined) = tasks.join_next().await {
             match joined {
-                Ok((i, Ok(outcome))) => outcomes.push((i, outcome)),
-                Ok((_, Err(e))) => {
+                Ok((i, _, Ok(outcome))) => outcomes.push((i, outcome)),
+                Ok((_, request, Err(error))) => {
                     // Abort is asynchronous: wait until every other download is really gone (its
                     // temporary file removed) so the caller never sees a leftover.
                     tasks.abort_all();
                     while tasks.join_next().await.is_some() {}
-                    return Err(e);
+                    return Err(Box::new(FailedBlob { request, error }));
                 }
                 Err(join) => match join.try_into_panic() {
                     Ok(panic) => std::panic::resume_unwind(panic),
@@ -353,6 +365,14 @@ impl Client {
         outcomes.sort_by_key(|(i, _)| *i);
         Ok(outcomes.into_iter().map(|(_, o)| o).collect())
     }
+}
+
+/// The blob download that made [`Client::fetch_blobs_detailed`] fail, and why (`error` already
+/// names the repository and the digest).
+#[derive(Debug)]
+pub struct FailedBlob {
+    pub request: BlobRequest,
+    pub error: Error,
 }
 
 /// The length of `dest` if it exists and holds exactly `digest` (and `size`), else `None`.

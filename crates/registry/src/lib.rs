@@ -20,7 +20,7 @@ mod reference;
 mod retry;
 
 pub use auth::{Challenge, Credentials, parse_challenges};
-pub use blob::{BlobOutcome, BlobRequest};
+pub use blob::{BlobOutcome, BlobRequest, FailedBlob};
 pub use client::{
     Client, ClientConfig, DEFAULT_MAX_MANIFEST_SIZE, DockerConfigSource, Manifest, Progress,
 };
@@ -30,3 +30,6 @@ pub use media::{Descriptor, ImageManifest, ManifestError, ManifestKind};
 pub use platform::{Platform, PlatformError, PlatformSelection, SelectError, select_platforms};
 pub use reference::{Digest, Reference, ReferenceError, Repository};
 pub use retry::RetryPolicy;
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -23,6 +23,9 @@ pub enum Action {
     StripRange,
     /// Forward this many body bytes, then go silent with the connection open (a stalled link).
     StallAfter(usize),
+    /// Answer 200 with this `Content-Type` and body instead of forwarding (a registry serving
+    /// something no real one would, e.g. a manifest over every size limit).
+    Respond(&'static str, Vec<u8>),
 }
 
 #[derive(Debug, Clone)]
@@ -182,7 +185,13 @@ async fn handle(
         st.seen.push(Seen {
             path: path.clone(),
             range,
-            fault: action.as_ref().map(|a| format!("{a:?}")),
+            fault: action.as_ref().map(|a| match a {
+                // Not the body: it may be megabytes.
+                Action::Respond(content_type, body) => {
+                    format!("Respond({content_type}, {} bytes)", body.len())
+                }
+                other => format!("{other:?}"),
+            }),
         });
         action
     };
@@ -194,6 +203,15 @@ async fn handle(
         }
         resp += "\r\n";
         client.write_all(resp.as_bytes()).await?;
+        return client.shutdown().await;
+    }
+    if let Some(Action::Respond(content_type, body)) = &action {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        client.write_all(head.as_bytes()).await?;
+        client.write_all(body).await?;
         return client.shutdown().await;
     }
     if matches!(action, Some(Action::StripRange)) {
