@@ -81,7 +81,7 @@ fn iso(args: &[String]) -> Result<()> {
     let esp = prepare_peer_inputs(&assets, &staging)?;
     let out = bench.dir.join("out");
 
-    let tools: [(&str, Box<dyn Fn() -> Command>); 3] = [
+    let tools: [(&str, CommandFactory); 3] = [
         ("cp -r (floor)", {
             let (cache, out) = (cache.clone(), out.clone());
             Box::new(move || {
@@ -165,6 +165,9 @@ fn iso(args: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Makes a fresh command for each run of one tool.
+type CommandFactory = Box<dyn Fn() -> Command>;
 
 #[derive(Debug, Clone, Copy)]
 struct Sample {
