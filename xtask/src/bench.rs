@@ -4,7 +4,7 @@
 //!
 //! Every tool is timed until its output is on disk (the command, then `sync`), since `imager`
 //! syncs its output before the rename that publishes it. Runs rotate the order of the tools so
-//! that none always goes first. Peak RSS comes from `wait4`'s rusage of each process.
+//! that none always goes first. Peak RSS is each process's `VmHWM`, sampled while it runs.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -179,31 +179,44 @@ struct Sample {
 fn measure(cmd: &mut Command) -> Result<Sample> {
     cmd.stdout(std::process::Stdio::null());
     let start = Instant::now();
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .with_context(|| format!("starting `{}`", util::command_line(cmd)))?;
-    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain old data for which all-zero bytes are a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our own child, not yet reaped (std reaps only in wait(), which is never
-    // called on `child`); `status` and `usage` are valid, writable locals for the whole call.
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    if reaped != pid {
-        bail!("wait4 failed: {}", std::io::Error::last_os_error());
-    }
-    drop(child);
-    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        bail!(
-            "`{}` failed (wait status {status})",
-            util::command_line(cmd)
-        );
+    // Peak RSS from the kernel's high-water mark, read while the process runs. (wait4's
+    // ru_maxrss is useless here: a child spawned with vfork semantics inherits this process's
+    // high-water mark at exec, so every tool would report the xtask's own size.) The mark only
+    // grows, so the last read before exit misses at most the final few milliseconds.
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0;
+    let status = loop {
+        if let Some(kib) = std::fs::read_to_string(&status_path)
+            .ok()
+            .as_deref()
+            .and_then(vm_hwm_kib)
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if !status.success() {
+        bail!("`{}` failed ({status})", util::command_line(cmd));
     }
     util::run_quiet(&mut Command::new("sync"))?;
     Ok(Sample {
         time: start.elapsed(),
-        rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        rss_kib: peak_kib,
     })
+}
+
+/// `VmHWM:   1234 kB` from /proc/PID/status.
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn reset_dir(dir: &Path) -> Result<()> {
@@ -355,4 +368,16 @@ fn xorriso_command(staging: &Path, esp: &Path, cache: &Path, out: &Path) -> Comm
     .arg(graft("/boot/initramfs.xz", &assets.join("initramfs.xz")))
     .arg(graft("/imagecache", cache));
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_high_water_mark() {
+        let status = "Name:\tcp\nVmPeak:\t  9000 kB\nVmHWM:\t    1234 kB\nVmRSS:\t  1000 kB\n";
+        assert_eq!(vm_hwm_kib(status), Some(1234));
+        assert_eq!(vm_hwm_kib("Name:\tx\n"), None);
+    }
 }
