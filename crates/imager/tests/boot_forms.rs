@@ -102,7 +102,7 @@ fn build_and_boot(form: &str, make: fn(&Path)) {
         Attach::Cdrom,
     )
     .with_timeout(BOOT_TIMEOUT)
-    .with_name(&format!("{form}-seabios-cdrom"));
+    .with_name(format!("{form}-seabios-cdrom"));
     let outcome = boot(&cfg).unwrap_or_else(|e| panic!("{e}"));
     let report = &outcome.report;
     assert!(report.done && report.errors.is_empty(), "{report:?}");
