@@ -31,55 +31,34 @@ pub fn run(cmd: ImagesCommand) -> Result<()> {
     }
 }
 
-/// What one Kubernetes minor release runs besides its own components.
+/// What a Talos node of one Kubernetes minor runs besides the Kubernetes components.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Release {
     minor: u32,
-    /// `registry.k8s.io/etcd` tag: kubeadm's `DefaultEtcdVersion`.
+    /// `gcr.io/etcd-development/etcd` tag: Talos runs upstream etcd images, not kubeadm's
+    /// `registry.k8s.io/etcd` builds (`EtcdImage`, `DefaultEtcdVersion` in Talos's
+    /// `pkg/machinery/constants`).
     etcd: &'static str,
-    /// `registry.k8s.io/coredns/coredns` tag: kubeadm's `CoreDNSVersion`.
+    /// `registry.k8s.io/coredns/coredns` tag (`DefaultCoreDNSVersion`).
     coredns: &'static str,
-    /// `registry.k8s.io/pause` tag: kubeadm's `PauseVersion`.
+    /// `registry.k8s.io/pause` tag: the CRI sandbox image.
     pause: &'static str,
-    /// `ghcr.io/siderolabs/flannel` tag: the flannel of the Talos release that made this
-    /// Kubernetes minor its default (Talos deploys flannel as its default CNI).
+    /// `ghcr.io/siderolabs/flannel` tag: Talos's default CNI.
     flannel: &'static str,
 }
 
-/// Per Kubernetes 1.x minor. etcd, CoreDNS and pause are the constants of
-/// `cmd/kubeadm/app/constants/constants.go` at the minor's `.0` tag (later patches sometimes bump
-/// etcd); flannel follows Talos 1.7 (Kubernetes 1.30), 1.8 (1.31), 1.9 (1.32) and 1.10 (1.33).
-/// Newest last.
-const RELEASES: &[Release] = &[
-    Release {
-        minor: 30,
-        etcd: "3.5.12-0",
-        coredns: "v1.11.1",
-        pause: "3.9",
-        flannel: "v0.24.4",
-    },
-    Release {
-        minor: 31,
-        etcd: "3.5.15-0",
-        coredns: "v1.11.3",
-        pause: "3.10",
-        flannel: "v0.25.6",
-    },
-    Release {
-        minor: 32,
-        etcd: "3.5.16-0",
-        coredns: "v1.11.3",
-        pause: "3.10",
-        flannel: "v0.26.1",
-    },
-    Release {
-        minor: 33,
-        etcd: "3.5.21-0",
-        coredns: "v1.12.0",
-        pause: "3.10",
-        flannel: "v0.26.7",
-    },
-];
+/// Per Kubernetes 1.x minor, the versions of the Talos release whose default it is. Only rows
+/// checked against that Talos release's constants belong here: a wrong tag means a node in an air
+/// gap fails to pull. Kubernetes 1.33 is Talos 1.10's default (etcd v3.5.21 and CoreDNS v1.12.1
+/// read from its constants; pause and flannel from its release notes). Newest last; extend it with
+/// each Talos release.
+const RELEASES: &[Release] = &[Release {
+    minor: 33,
+    etcd: "v3.5.21",
+    coredns: "v1.12.1",
+    pause: "3.10",
+    flannel: "v0.26.7",
+}];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImagesError {
@@ -144,7 +123,7 @@ pub fn default_images(version: &str) -> Result<Vec<String>, ImagesError> {
         format!("registry.k8s.io/kube-scheduler:{tag}"),
         format!("registry.k8s.io/kube-proxy:{tag}"),
         format!("ghcr.io/siderolabs/kubelet:{tag}"),
-        format!("registry.k8s.io/etcd:{}", release.etcd),
+        format!("gcr.io/etcd-development/etcd:{}", release.etcd),
         format!("registry.k8s.io/coredns/coredns:{}", release.coredns),
         format!("registry.k8s.io/pause:{}", release.pause),
         format!("ghcr.io/siderolabs/flannel:{}", release.flannel),
@@ -158,31 +137,27 @@ mod tests {
     #[test]
     fn images_for_a_version() {
         assert_eq!(
-            default_images("v1.32.3").unwrap(),
+            default_images("v1.33.1").unwrap(),
             [
-                "registry.k8s.io/kube-apiserver:v1.32.3",
-                "registry.k8s.io/kube-controller-manager:v1.32.3",
-                "registry.k8s.io/kube-scheduler:v1.32.3",
-                "registry.k8s.io/kube-proxy:v1.32.3",
-                "ghcr.io/siderolabs/kubelet:v1.32.3",
-                "registry.k8s.io/etcd:3.5.16-0",
-                "registry.k8s.io/coredns/coredns:v1.11.3",
+                "registry.k8s.io/kube-apiserver:v1.33.1",
+                "registry.k8s.io/kube-controller-manager:v1.33.1",
+                "registry.k8s.io/kube-scheduler:v1.33.1",
+                "registry.k8s.io/kube-proxy:v1.33.1",
+                "ghcr.io/siderolabs/kubelet:v1.33.1",
+                "gcr.io/etcd-development/etcd:v3.5.21",
+                "registry.k8s.io/coredns/coredns:v1.12.1",
                 "registry.k8s.io/pause:3.10",
-                "ghcr.io/siderolabs/flannel:v0.26.1",
+                "ghcr.io/siderolabs/flannel:v0.26.7",
             ]
         );
         // Without the `v`, and a pre-release.
         assert_eq!(
-            default_images("1.30.0").unwrap()[0],
-            "registry.k8s.io/kube-apiserver:v1.30.0"
+            default_images("1.33.0").unwrap()[0],
+            "registry.k8s.io/kube-apiserver:v1.33.0"
         );
         assert_eq!(
             default_images("v1.33.0-rc.1").unwrap()[4],
             "ghcr.io/siderolabs/kubelet:v1.33.0-rc.1"
-        );
-        assert_eq!(
-            default_images("v1.30.9").unwrap()[7],
-            "registry.k8s.io/pause:3.9"
         );
     }
 
@@ -211,7 +186,7 @@ mod tests {
     fn unknown_and_malformed_versions() {
         assert_eq!(
             default_images("v1.29.5").unwrap_err().to_string(),
-            "Kubernetes version v1.29.5 is not supported; supported: 1.30, 1.31, 1.32, 1.33"
+            "Kubernetes version v1.29.5 is not supported; supported: 1.33"
         );
         assert!(matches!(
             default_images("v2.32.0"),

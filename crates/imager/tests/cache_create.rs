@@ -215,7 +215,7 @@ fn bad_references_fail_before_any_request() {
 fn images_default() {
     let dir = tempfile::tempdir().unwrap();
     let o = imager(
-        &["images", "default", "--k8s-version", "v1.31.4"],
+        &["images", "default", "--k8s-version", "v1.33.4"],
         "",
         dir.path(),
     );
@@ -223,8 +223,8 @@ fn images_default() {
     let stdout = text(&o.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 9);
-    assert_eq!(lines[0], "registry.k8s.io/kube-apiserver:v1.31.4");
-    assert!(lines.contains(&"ghcr.io/siderolabs/kubelet:v1.31.4"));
+    assert_eq!(lines[0], "registry.k8s.io/kube-apiserver:v1.33.4");
+    assert!(lines.contains(&"ghcr.io/siderolabs/kubelet:v1.33.4"));
     // Ready for `cache create --images=-`: every line parses as a reference.
     imager_cache::create::parse_image_list(&stdout).unwrap();
     let o = imager(
@@ -234,7 +234,7 @@ fn images_default() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        text(&o.stderr).contains("supported: 1.30, 1.31, 1.32, 1.33"),
+        text(&o.stderr).contains("supported: 1.33"),
         "{}",
         text(&o.stderr)
     );
