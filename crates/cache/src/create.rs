@@ -781,6 +781,12 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
                 },
             )
             .map_err(CreateError::Layout)?;
+            // The flat tree now lives inside the layer. Deleting it before the sync that
+            // publishes the layout drops its dirty pages instead of writing them to disk.
+            fs::remove_dir_all(&tree).map_err(|source| CreateError::Output {
+                path: tree.clone(),
+                source,
+            })?;
             out
         }
     };

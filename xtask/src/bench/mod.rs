@@ -1,0 +1,377 @@
+//! `cargo xtask bench iso | cache`: each of our tools side by side with its peers, in one run, on
+//! generated inputs. This module holds what both benchmarks share: running a tool (one or several
+//! processes) until its output is on disk, peak RSS from `VmHWM`, rotated order, medians, and the
+//! markdown table.
+//!
+//! Every tool is timed until its output is on disk (its commands, then `sync`), since `imager`
+//! syncs its output before the rename that publishes it. Runs rotate the order of the tools so
+//! that none always goes first. Peak RSS is each process's `VmHWM`, sampled while it runs; a tool
+//! that runs several processes reports the largest.
+
+mod cache;
+mod iso;
+
+use std::fs::File;
+use std::io::{Read as _, Seek as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::{self, human_size};
+
+pub fn run(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("iso") => iso::run(&args[1..]),
+        Some("cache") => cache::run(&args[1..]),
+        _ => bail!("{}\n{}", iso::USAGE, cache::USAGE),
+    }
+}
+
+/// `--flag value` pairs, in order; every flag of the benchmarks takes a value.
+fn flag_values<'a>(args: &'a [String], usage: &str) -> Result<Vec<(&'a str, &'a str)>> {
+    let mut pairs = Vec::new();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if !flag.starts_with("--") {
+            bail!("unexpected argument {flag:?}\n{usage}");
+        }
+        let value = it
+            .next()
+            .with_context(|| format!("{flag} needs a value\n{usage}"))?;
+        pairs.push((flag.as_str(), value.as_str()));
+    }
+    Ok(pairs)
+}
+
+/// One process of a tool's run, with what it reads on stdin.
+#[derive(Debug)]
+struct Step {
+    cmd: Command,
+    stdin: Option<Vec<u8>>,
+}
+
+impl Step {
+    fn new(cmd: Command) -> Self {
+        Self { cmd, stdin: None }
+    }
+
+    fn with_stdin(cmd: Command, stdin: Vec<u8>) -> Self {
+        Self {
+            cmd,
+            stdin: Some(stdin),
+        }
+    }
+}
+
+/// A tool under test: its processes for one run (made afresh each run), and the directory its
+/// output goes to, emptied before each of its runs.
+struct Tool {
+    name: String,
+    out: PathBuf,
+    steps: Box<dyn Fn() -> Vec<Step>>,
+}
+
+impl std::fmt::Debug for Tool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tool")
+            .field("name", &self.name)
+            .field("out", &self.out)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    time: Duration,
+    rss_kib: u64,
+}
+
+/// Runs `runs` rounds of every tool, rotating the order each round; returns the samples per tool.
+fn run_rotated(tools: &[Tool], runs: usize) -> Result<Vec<Vec<Sample>>> {
+    let mut samples: Vec<Vec<Sample>> = tools.iter().map(|_| Vec::new()).collect();
+    for run in 0..runs {
+        for i in rotation(run, tools.len()) {
+            let tool = &tools[i];
+            reset_dir(&tool.out)?;
+            let sample =
+                measure((tool.steps)()).with_context(|| format!("running {}", tool.name))?;
+            eprintln!(
+                "run {}: {}: {:.2} s, {} peak RSS",
+                run + 1,
+                tool.name,
+                sample.time.as_secs_f64(),
+                human_size(sample.rss_kib * 1024)
+            );
+            samples[i].push(sample);
+        }
+    }
+    Ok(samples)
+}
+
+/// The order of `n` tools in round `run`: each round starts one later.
+fn rotation(run: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (run + k) % n)
+}
+
+/// Median time (the upper one of an even count) and the largest peak RSS of a tool's samples.
+fn summarize(samples: &[Sample]) -> (Duration, u64) {
+    let mut times: Vec<Duration> = samples.iter().map(|s| s.time).collect();
+    times.sort();
+    (
+        times.get(times.len() / 2).copied().unwrap_or_default(),
+        samples.iter().map(|s| s.rss_kib).max().unwrap_or(0),
+    )
+}
+
+/// A markdown table.
+fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::from("|");
+        for cell in cells {
+            s.push(' ');
+            s.push_str(cell);
+            s.push_str(" |");
+        }
+        s.push('\n');
+        s
+    };
+    let mut out = line(&mut header.iter().copied());
+    out += &line(&mut header.iter().map(|_| "---"));
+    for row in rows {
+        out += &line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// Runs the steps one after another, then `sync`; returns the wall time of all of it and the
+/// largest peak RSS of the processes. A failing step fails the run, quoting the end of its stderr.
+fn measure(steps: Vec<Step>) -> Result<Sample> {
+    let start = Instant::now();
+    let mut peak_kib = 0;
+    for step in steps {
+        peak_kib = peak_kib.max(run_step(step)?);
+    }
+    util::run_quiet(&mut Command::new("sync"))?;
+    Ok(Sample {
+        time: start.elapsed(),
+        rss_kib: peak_kib,
+    })
+}
+
+/// Runs one process to completion; returns its peak RSS in KiB.
+fn run_step(mut step: Step) -> Result<u64> {
+    let cmd = &mut step.cmd;
+    let mut stderr = tempfile::tempfile().context("a temp file for stderr")?;
+    cmd.stdout(Stdio::null())
+        .stderr(stderr.try_clone()?)
+        .stdin(if step.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting `{}`", util::command_line(cmd)))?;
+    let feeder = match (step.stdin.take(), child.stdin.take()) {
+        (Some(bytes), Some(mut pipe)) => Some(std::thread::spawn(move || pipe.write_all(&bytes))),
+        _ => None,
+    };
+    // Peak RSS from the kernel's high-water mark, read while the process runs. (wait4's
+    // ru_maxrss is useless here: a child spawned with vfork semantics inherits this process's
+    // high-water mark at exec, so every tool would report the xtask's own size.) The mark only
+    // grows, so the last read before exit misses at most the final few milliseconds.
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0;
+    let status = loop {
+        if let Some(kib) = std::fs::read_to_string(&status_path)
+            .ok()
+            .as_deref()
+            .and_then(vm_hwm_kib)
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if let Some(feeder) = feeder {
+        // A process that exits without reading all of its stdin is judged by its exit status.
+        let _ = feeder.join();
+    }
+    if !status.success() {
+        let mut said = String::new();
+        stderr.rewind()?;
+        stderr.read_to_string(&mut said)?;
+        bail!(
+            "`{}` failed ({status}):\n{}",
+            util::command_line(cmd),
+            tail(&said, 4000)
+        );
+    }
+    Ok(peak_kib)
+}
+
+/// The last `max` bytes of `s` (at a character boundary).
+fn tail(s: &str, max: usize) -> &str {
+    let s = s.trim_end();
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// `VmHWM:   1234 kB` from /proc/PID/status.
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn reset_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    util::run_quiet(&mut Command::new("sync"))
+}
+
+/// Builds `target/release/imager`.
+fn build_imager() -> Result<PathBuf> {
+    util::run_quiet(
+        Command::new(env!("CARGO"))
+            .current_dir(util::workspace_root())
+            .args(["build", "--release", "--quiet", "-p", "imager"]),
+    )?;
+    Ok(util::target_dir().join("release/imager"))
+}
+
+/// xorshift64: fast and good enough to defeat compression and sparse files.
+fn fill_noise(buf: &mut [u8], state: &mut u64) {
+    for chunk in buf.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+/// Writes `size` bytes of noise from `state` to `out`, a MiB at a time.
+fn write_noise(out: &mut impl std::io::Write, mut size: u64, state: &mut u64) -> Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    while size > 0 {
+        let take = size.min(buf.len() as u64) as usize;
+        fill_noise(&mut buf[..take], state);
+        out.write_all(&buf[..take])?;
+        size -= take as u64;
+    }
+    Ok(())
+}
+
+/// A file of `size` bytes of noise.
+fn noise_file(path: &Path, size: u64, state: &mut u64) -> Result<()> {
+    let mut f = std::io::BufWriter::new(
+        File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    write_noise(&mut f, size, state)?;
+    f.flush()?;
+    Ok(())
+}
+
+/// `date -u` and the CPU, for the note under a table.
+fn machine_note() -> String {
+    let date = util::output(Command::new("date").args(["-u", "+%Y-%m-%d"]))
+        .map(|d| d.trim().to_owned())
+        .unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{date}, {cores} cores ({cpu})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_high_water_mark() {
+        let status = "Name:\tcp\nVmPeak:\t  9000 kB\nVmHWM:\t    1234 kB\nVmRSS:\t  1000 kB\n";
+        assert_eq!(vm_hwm_kib(status), Some(1234));
+        assert_eq!(vm_hwm_kib("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn flags_come_in_pairs() {
+        let args: Vec<String> = ["--runs", "3", "--dir", "x"].map(String::from).to_vec();
+        assert_eq!(
+            flag_values(&args, "u").unwrap(),
+            [("--runs", "3"), ("--dir", "x")]
+        );
+        let args: Vec<String> = vec!["--runs".into()];
+        assert!(flag_values(&args, "u").is_err());
+        let args: Vec<String> = vec!["runs".into(), "3".into()];
+        assert!(flag_values(&args, "u").is_err());
+    }
+
+    #[test]
+    fn rounds_rotate() {
+        assert_eq!(rotation(0, 3).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(rotation(1, 3).collect::<Vec<_>>(), [1, 2, 0]);
+        assert_eq!(rotation(5, 3).collect::<Vec<_>>(), [2, 0, 1]);
+    }
+
+    #[test]
+    fn median_and_peak() {
+        let s = |secs, rss_kib| Sample {
+            time: Duration::from_secs(secs),
+            rss_kib,
+        };
+        assert_eq!(
+            summarize(&[s(5, 10), s(1, 30), s(3, 20)]),
+            (Duration::from_secs(3), 30)
+        );
+        assert_eq!(summarize(&[s(4, 1), s(2, 1)]), (Duration::from_secs(4), 1));
+        assert_eq!(summarize(&[]), (Duration::ZERO, 0));
+    }
+
+    #[test]
+    fn tables_are_markdown() {
+        let t = markdown_table(&["a", "b"], &[vec!["1".into(), "2".into()]]);
+        assert_eq!(t, "| a | b |\n| --- | --- |\n| 1 | 2 |\n");
+    }
+
+    #[test]
+    fn tails_cut_at_characters() {
+        assert_eq!(tail("abc\n", 10), "abc");
+        assert_eq!(tail("abcdef", 2), "ef");
+        assert_eq!(tail("aé", 1), "");
+    }
+
+    #[test]
+    fn noise_is_deterministic_and_not_constant() {
+        let (mut a, mut b) = (vec![0u8; 20], vec![0u8; 20]);
+        let (mut s1, mut s2) = (7, 7);
+        fill_noise(&mut a, &mut s1);
+        fill_noise(&mut b, &mut s2);
+        assert_eq!(a, b);
+        assert!(a.windows(2).any(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn a_failing_step_quotes_its_stderr() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "cat >/dev/null; echo broken >&2; exit 2"]);
+        let err = measure(vec![Step::with_stdin(cmd, b"x\n".to_vec())]).unwrap_err();
+        assert!(format!("{err:#}").ends_with("broken"), "{err:#}");
+    }
+}
