@@ -19,6 +19,7 @@ commands:
   test                   prepare assets, then run every test (unit, oracle and QEMU boot tests)
   demo                   build an ISO from the built-in example cache and boot it in QEMU
   bench iso              benchmark `imager iso` against cp and xorriso
+  bench cache            benchmark `imager cache create` against skopeo
 ";
 
 fn main() -> Result<()> {
