@@ -1,11 +1,12 @@
 //! The bulk of an image is file data, and the fastest way to get it there is for the kernel to copy
 //! it (`copy_file_range`: no trip through user space, and a reflink where the file system can).
 //! hadris lays the image out and writes the metadata; it streams file data only through its own
-//! 64 KiB read/write loop. So host files enter its tree as sparse placeholders of the same length
-//! (reading a hole costs no I/O), the output device drops the placeholder bytes, and this module
-//! then copies the real bytes into the extents hadris reported for each file.
+//! 64 KiB read/write loop. So host files enter its tree as placeholders of the same length (files
+//! of an in-memory file system whose reads leave the buffer untouched, `placeholder.rs`, so that
+//! loop costs next to nothing), the output device drops every byte written into their extents up
+//! to the end of each file's last sector (`skip_ranges`), and this module copies the real bytes
+//! into the extents hadris reported for each file, on a second thread while the layout is written.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -20,41 +21,6 @@ pub(crate) struct HostFile {
     pub(crate) len: u64,
 }
 
-/// Sparse files standing in for host files during layout: one per distinct length, since hadris
-/// takes a content's length from its file. They hold no data blocks.
-#[derive(Debug)]
-pub(crate) struct Placeholders {
-    dir: Option<tempfile::TempDir>,
-    by_len: BTreeMap<u64, PathBuf>,
-}
-
-impl Placeholders {
-    pub(crate) fn new() -> Self {
-        Self {
-            dir: None,
-            by_len: BTreeMap::new(),
-        }
-    }
-
-    pub(crate) fn for_len(&mut self, len: u64) -> io::Result<PathBuf> {
-        if let Some(path) = self.by_len.get(&len) {
-            return Ok(path.clone());
-        }
-        let dir = match &self.dir {
-            Some(dir) => dir,
-            None => self.dir.insert(
-                tempfile::Builder::new()
-                    .prefix("imager-layout-")
-                    .tempdir()?,
-            ),
-        };
-        let path = dir.path().join(len.to_string());
-        File::create(&path)?.set_len(len)?;
-        self.by_len.insert(len, path.clone());
-        Ok(path)
-    }
-}
-
 /// One run of file bytes in the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Piece {
@@ -65,8 +31,10 @@ pub(crate) struct Piece {
     pub(crate) len: u64,
 }
 
-/// Byte ranges of the image whose writes are dropped: each piece, extended to its sector's end
-/// (hadris pads a file's last sector with zeros, which the fresh output file reads as anyway).
+/// Byte ranges of the image whose writes are dropped: each piece, extended to its sector's end.
+/// hadris writes a placeholder's data, whatever its buffer held, and the zeros padding its last
+/// sector in whole sectors from the extent's start, so this covers every byte it writes for the
+/// file; the padding reads as zeros from the fresh output file anyway.
 /// Sorted, and merged where they touch, so the extents of a multi-extent file form one range.
 pub(crate) fn skip_ranges(pieces: &[Piece], sector: u64) -> Vec<(u64, u64)> {
     let mut ranges: Vec<(u64, u64)> = pieces
@@ -93,7 +61,8 @@ pub(crate) fn skip_ranges(pieces: &[Piece], sector: u64) -> Vec<(u64, u64)> {
 /// The parts of `[start, end)` outside the sorted, disjoint `ranges`, as `(start, end)` pairs.
 ///
 /// The copy thread fills the skipped ranges while the layout is being written, so a write that
-/// straddles one must not touch its bytes at all, not even with the placeholder's zeros.
+/// straddles one must not touch its bytes at all: what hadris writes there is a placeholder's
+/// stale buffer contents, or the zeros it pads a file's last sector with.
 pub(crate) fn uncovered(ranges: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut at = start;

@@ -14,6 +14,7 @@ mod copy;
 mod device;
 mod error;
 mod extract;
+mod placeholder;
 mod spec;
 
 pub use device::Progress;

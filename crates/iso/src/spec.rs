@@ -11,9 +11,10 @@ use hadris_iso::{
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::copy::{self, HostFile, Piece, Placeholders};
+use crate::copy::{self, HostFile, Piece};
 use crate::device::{ImageDevice, Progress};
 use crate::error::IsoError;
+use crate::placeholder::Placeholders;
 
 /// A 2048-byte ISO sector counts as four 512-byte El Torito "virtual sectors".
 const VIRTUAL_SECTOR: u64 = 512;
@@ -96,16 +97,11 @@ impl IsoSpec {
                 reason: "not a regular file",
             });
         }
-        let placeholder_err = |source| IsoError::Output {
-            path: std::env::temp_dir(),
-            source,
-        };
-        let placeholder = self
+        // hadris sees a placeholder of the same length; the real bytes are copied by `write`.
+        let content = self
             .placeholders
             .for_len(meta.len())
-            .map_err(placeholder_err)?;
-        let content = hadris_fs::host::file(&placeholder)
-            .map_err(|err| placeholder_err(std::io::Error::other(err.to_string())))?;
+            .map_err(|e| IsoError::Layout(Box::new(e)))?;
         let key = self.insert(path, Node::file(content))?;
         self.host_files.insert(
             key,
@@ -337,12 +333,17 @@ impl IsoSpec {
         // In image order, so the output is written front to back.
         jobs.sort_by_key(|(_, pieces)| pieces.first().map(|p| p.image_offset));
 
-        // The kernel copies file data on one thread while hadris writes the metadata (and reads
-        // the placeholders' holes) on this one: the two touch disjoint byte ranges of the output.
+        // The kernel copies file data on one thread while hadris writes the metadata (and streams
+        // the placeholders, whose bytes the device drops) on this one: the two touch disjoint
+        // byte ranges of the output.
         let copied = AtomicU64::new(0);
         let stop = AtomicBool::new(false);
+        // Hangs up when the copy thread ends, however it ends, so the wait below ends at once
+        // instead of at its next progress tick.
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let report = std::thread::scope(|scope| {
             let copier = scope.spawn(|| -> Result<(), IsoError> {
+                let _done = done_tx;
                 for (file, pieces) in &jobs {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -363,9 +364,10 @@ impl IsoSpec {
             if written.is_err() {
                 stop.store(true, Ordering::Relaxed);
             }
-            while !copier.is_finished() {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                done_rx.recv_timeout(std::time::Duration::from_millis(50))
+            {
                 dev.advance(0);
-                std::thread::sleep(std::time::Duration::from_millis(50));
             }
             let copy_result = copier
                 .join()
@@ -600,6 +602,79 @@ mod tests {
         for (rel, data) in expected {
             assert_eq!(std::fs::read(out.join(&rel)).unwrap(), data, "{rel}");
         }
+    }
+
+    /// A placeholder's read leaves hadris's buffer as it was, and hadris pads each file's last
+    /// sector with zeros: the device must drop every byte written into a placeholder's extents,
+    /// padding included, or it could land on the bytes the copy thread wrote.
+    #[test]
+    fn placeholder_bytes_never_reach_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        for (name, len) in [
+            ("a", 1),
+            ("b", 2047),
+            ("c", 2049),
+            ("d", 70_000),
+            ("e", 131_072),
+        ] {
+            std::fs::write(src.join(name), vec![1u8; len]).unwrap();
+        }
+        let mut spec = IsoSpec::new("TEST", 0).unwrap();
+        // Real bytes just before the placeholders, through the same buffer.
+        spec.add_bytes("0-real", vec![0xab; 200_000]).unwrap();
+        spec.add_dir_tree("files", &src).unwrap();
+        let opts = spec.options().unwrap();
+        let planned = hadris_iso::plan(&spec.tree, &opts).unwrap();
+        let mut pieces = Vec::new();
+        for (path, file) in &spec.host_files {
+            pieces.extend(pieces_of(&planned, path, file.len).unwrap());
+        }
+        let skip = copy::skip_ranges(&pieces, SECTOR);
+        // Each file's whole sectors, padding included (adjacent files merge into one range).
+        assert_eq!(
+            skip.iter().map(|(start, end)| end - start).sum::<u64>(),
+            pieces
+                .iter()
+                .map(|p| p.len.next_multiple_of(SECTOR))
+                .sum::<u64>()
+        );
+        // The layout alone, without the copy, over an output that holds a marker: a skipped byte
+        // that no longer holds it was written.
+        const MARK: u8 = 0xcd;
+        let lay_out = |skip: &[(u64, u64)], name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![MARK; planned.size() as usize]).unwrap();
+            let out = File::options().write(true).open(&path).unwrap();
+            let copied = AtomicU64::new(0);
+            let mut progress = |_: u64| {};
+            let mut dev = ImageDevice::new(&out, skip, &copied, &mut progress);
+            hadris_iso::sync::write(&mut dev, &spec.tree, &opts).unwrap();
+            std::fs::read(&path).unwrap()
+        };
+        let image = lay_out(&skip, "skip.iso");
+        for &(start, end) in &skip {
+            assert!(
+                image[start as usize..end as usize]
+                    .iter()
+                    .all(|&b| b == MARK),
+                "bytes written into the skipped range {start}..{end}"
+            );
+        }
+        // Without the skip ranges every one of those bytes is written: the check above can fail.
+        let unskipped = lay_out(&[], "noskip.iso");
+        for &(start, end) in &skip {
+            assert!(!unskipped[start as usize..end as usize].contains(&MARK));
+        }
+        // Everything else is the same either way.
+        let outside = |image: &[u8]| {
+            copy::uncovered(&skip, 0, image.len() as u64)
+                .into_iter()
+                .flat_map(|(start, end)| image[start as usize..end as usize].to_vec())
+                .collect::<Vec<u8>>()
+        };
+        assert_eq!(outside(&image), outside(&unskipped));
     }
 
     #[test]
