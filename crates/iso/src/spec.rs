@@ -45,6 +45,8 @@ pub struct IsoSpec {
     /// Host files by image path; their data is copied after the layout (see `copy.rs`).
     host_files: BTreeMap<String, HostFile>,
     placeholders: Placeholders,
+    /// The layout of the spec as it is; emptied by every change.
+    plan: std::cell::OnceCell<hadris_fs::Report>,
 }
 
 /// What [`IsoSpec::write`] produced.
@@ -69,17 +71,20 @@ impl IsoSpec {
             esp: None,
             host_files: BTreeMap::new(),
             placeholders: Placeholders::new(),
+            plan: std::cell::OnceCell::new(),
         })
     }
 
     /// Sets the volume set identifier (up to 128 bytes).
     pub fn volume_set_id(&mut self, id: &str) -> &mut Self {
+        self.plan.take();
         self.volume_set_id = Some(id.to_owned());
         self
     }
 
     /// Sets the application identifier (up to 128 bytes).
     pub fn application_id(&mut self, id: &str) -> &mut Self {
+        self.plan.take();
         self.application_id = Some(id.to_owned());
         self
     }
@@ -204,18 +209,21 @@ impl IsoSpec {
                 .map_err(|e| IsoError::Layout(Box::new(e)))?;
         }
         self.bios = Some(boot);
+        self.plan.take();
         Ok(self)
     }
 
     /// Boots UEFI machines from the FAT image `esp`: appended after the files as the EFI system
     /// partition of the GPT (for disks) and named by an El Torito 0xEF entry (for CDs).
     pub fn uefi_boot(&mut self, esp: &Path) -> &mut Self {
+        self.plan.take();
         self.esp = Some(esp.to_owned());
         self
     }
 
     /// Adds `node` and returns its normalized path.
     fn insert(&mut self, path: &str, node: Node) -> Result<String, IsoError> {
+        self.plan.take();
         let path = check_image_path(path)?;
         if let Some(existing) = self.tree.get(path.as_bytes()) {
             // Directories are merged (a directory added before its files, or twice), files not.
@@ -306,10 +314,19 @@ impl IsoSpec {
 
     /// The size of the image in bytes, without writing anything.
     pub fn planned_size(&self) -> Result<u64, IsoError> {
+        Ok(self.plan()?.size())
+    }
+
+    /// The layout, computed once: planning walks every name of the tree (hadris de-duplicates
+    /// ISO 9660 short names per directory), which is the dominant CPU cost for large caches.
+    fn plan(&self) -> Result<&hadris_fs::Report, IsoError> {
+        if let Some(report) = self.plan.get() {
+            return Ok(report);
+        }
         let opts = self.options()?;
-        Ok(hadris_iso::plan(&self.tree, &opts)
-            .map_err(|e| IsoError::Layout(Box::new(e)))?
-            .size())
+        let report =
+            hadris_iso::plan(&self.tree, &opts).map_err(|e| IsoError::Layout(Box::new(e)))?;
+        Ok(self.plan.get_or_init(|| report))
     }
 
     /// Writes the image into `out` (an empty file opened for writing), then syncs it, reporting
@@ -321,8 +338,7 @@ impl IsoSpec {
         progress: &mut dyn Progress,
     ) -> Result<WriteReport, IsoError> {
         let opts = self.options()?;
-        let planned =
-            hadris_iso::plan(&self.tree, &opts).map_err(|e| IsoError::Layout(Box::new(e)))?;
+        let planned = self.plan()?;
         let mut jobs: Vec<(&HostFile, Vec<Piece>)> = Vec::with_capacity(self.host_files.len());
         for (path, file) in &self.host_files {
             jobs.push((file, pieces_of(&planned, path, file.len)?));
