@@ -20,6 +20,8 @@ packages=(
     # Reading OCI layouts as skopeo writes them (crates/cache tests); the registry client's tests
     # pull from the distribution registry, with skopeo as an independent client.
     skopeo docker-registry
+    # registryd's tests: containerd pulls from our server, runc runs what it pulled.
+    containerd runc
     # rustc links through cc; node-init links statically against glibc (libc.a is in libc6-dev).
     gcc libc6-dev
 )

@@ -292,6 +292,22 @@ pub(crate) fn validate_tag(tag: &str) -> Result<(), ()> {
     }
 }
 
+/// Checks a repository path given without its registry (`library/alpine`, `team/app`) against
+/// the grammar. For a registry server (crates/registryd), which gets the repository in the URL and
+/// the registry, if at all, from elsewhere, and must refuse a bad name before it touches a file.
+/// At most [`NAME_MAX`] - 2 characters: the shortest registry and its `/` take the rest of the
+/// limit on `registry/repository`.
+pub fn check_repository(repository: &str) -> Result<(), ReferenceError> {
+    validate_repository(repository).map_err(|e| e.into_reference_error(repository, ""))?;
+    if repository.len() > NAME_MAX - 2 {
+        return Err(ReferenceError::TooLong {
+            input: repository.to_owned(),
+            len: repository.len(),
+        });
+    }
+    Ok(())
+}
+
 /// Whether `s` is a valid tag: what decides if an OCI layout's `ref.name` is a bare tag.
 pub fn is_tag(s: &str) -> bool {
     validate_tag(s).is_ok()
@@ -548,6 +564,33 @@ mod tests {
         let msg = Reference::parse("ghcr.io/x/../y").unwrap_err().to_string();
         assert!(msg.contains("\"ghcr.io/x/../y\""), "{msg}");
         assert!(msg.contains("\"..\""), "{msg}");
+    }
+
+    #[test]
+    fn repository_paths_alone() {
+        assert!(check_repository("library/alpine").is_ok());
+        assert!(check_repository("a").is_ok());
+        assert!(check_repository(&"a".repeat(253)).is_ok());
+        assert!(matches!(
+            check_repository(&"a".repeat(254)),
+            Err(ReferenceError::TooLong { len: 254, .. })
+        ));
+        assert!(matches!(
+            check_repository("a/../b"),
+            Err(ReferenceError::DotComponent { .. })
+        ));
+        assert!(matches!(
+            check_repository("/a"),
+            Err(ReferenceError::EmptyComponent { .. })
+        ));
+        assert!(matches!(
+            check_repository("A"),
+            Err(ReferenceError::Uppercase { .. })
+        ));
+        assert!(matches!(
+            check_repository("a\0b"),
+            Err(ReferenceError::Component { .. })
+        ));
     }
 
     #[test]

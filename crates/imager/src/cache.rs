@@ -23,6 +23,9 @@ pub enum CacheCommand {
     Verify(InputArgs),
     /// List the cached images: registry, repository, tag, digest, platforms, size.
     List(ListArgs),
+    /// Serve caches read-only over the OCI distribution API (containerd, skopeo, crane) until
+    /// interrupted; with --mirror, print or write the client configuration for it.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +103,7 @@ pub fn run(cmd: CacheCommand) -> Result<()> {
         CacheCommand::Create(args) => create(args),
         CacheCommand::Verify(args) => verify(&args),
         CacheCommand::List(args) => list(&args.input),
+        CacheCommand::Serve(args) => serve(args),
     }
 }
 
@@ -401,5 +405,134 @@ impl CreateProgress for Bars {
         if let Some(bar) = lock(&self.layout).as_ref() {
             bar.set_position(done);
         }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Caches to serve, in priority order (the first good copy wins): flat trees, OCI layouts
+    /// (converted into a temp directory first) or ISOs made by `imager iso`.
+    #[arg(
+        long,
+        value_name = "PATH[,PATH...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    image_cache_path: Vec<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:3172")]
+    address: std::net::SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first).
+    #[arg(long, value_name = "FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// Registries this server mirrors (repeatable, comma-separated): prints containerd's
+    /// hosts.toml for each and a Talos RegistryMirrorConfig patch pointing at the server.
+    #[arg(long, value_name = "REGISTRY[,REGISTRY...]", value_delimiter = ',')]
+    mirror: Vec<String>,
+    /// With --mirror: write the configuration into DIR instead (DIR/<registry>/hosts.toml, so DIR
+    /// is containerd's config_path, and DIR/talos-registry-mirrors.yaml).
+    #[arg(long, value_name = "DIR", requires = "mirror")]
+    write_config: Option<PathBuf>,
+    /// Platform whose image is read from a multi-platform oci-wrapped layout.
+    #[arg(long, default_value = "linux/amd64")]
+    platform: String,
+    /// Registry/repository for images an OCI layout names by a bare tag.
+    #[arg(long, value_name = "REPO")]
+    image_cache_ref_prefix: Option<String>,
+    /// Log every request to stderr.
+    #[arg(long)]
+    access_log: bool,
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    use imager_registryd::{Config, Server, TlsFiles, mirror};
+    // Every input as a flat tree; the guards keep converted copies until the server stops.
+    let mut guards = Vec::new();
+    let mut roots = Vec::new();
+    for path in &args.image_cache_path {
+        let input = InputArgs {
+            path: path.clone(),
+            platform: args.platform.clone(),
+            image_cache_ref_prefix: args.image_cache_ref_prefix.clone(),
+            json: false,
+        };
+        let (cache, scratch) = open(&input)?;
+        roots.push(cache.path().to_owned());
+        guards.push((cache, scratch));
+    }
+    let scheme = if args.tls_cert_file.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut config = Config::new(roots);
+    config.address = args.address;
+    config.access_log = args.access_log;
+    config.tls = args
+        .tls_cert_file
+        .zip(args.tls_key_file)
+        .map(|(cert, key)| TlsFiles { cert, key });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::bind(config).await?;
+        // The configuration is for clients on this machine: an unspecified address (0.0.0.0) is
+        // reached there through loopback (a network mirror's clients need the host's name).
+        let mut reach = server.local_addr();
+        if reach.ip().is_unspecified() {
+            reach.set_ip(match reach {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let url = format!("{scheme}://{reach}");
+        if !args.mirror.is_empty() {
+            let registries = mirror::parse_registries(&args.mirror)?;
+            match &args.write_config {
+                Some(dir) => {
+                    for file in mirror::write_config(dir, &registries, &url)? {
+                        eprintln!("wrote {}", file.display());
+                    }
+                }
+                None => {
+                    for r in &registries {
+                        println!("# {r}/hosts.toml\n{}", mirror::hosts_toml(r, &url));
+                    }
+                    println!(
+                        "# Talos machine-config patch ({})\n{}",
+                        mirror::TALOS_PATCH_FILE,
+                        mirror::talos_patch(&registries, &url)
+                    );
+                }
+            }
+        }
+        let paths: Vec<String> = args
+            .image_cache_path
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        eprintln!("serving {} on {url}", paths.join(", "));
+        server.serve(shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    drop(guards);
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM (systemd, a container runtime).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

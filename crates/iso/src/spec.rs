@@ -341,7 +341,7 @@ impl IsoSpec {
         let planned = self.plan()?;
         let mut jobs: Vec<(&HostFile, Vec<Piece>)> = Vec::with_capacity(self.host_files.len());
         for (path, file) in &self.host_files {
-            jobs.push((file, pieces_of(&planned, path, file.len)?));
+            jobs.push((file, pieces_of(planned, path, file.len)?));
         }
         let all: Vec<Piece> = jobs.iter().flat_map(|(_, p)| p.iter().copied()).collect();
         let skip = copy::skip_ranges(&all, SECTOR);

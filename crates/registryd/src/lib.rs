@@ -1,0 +1,109 @@
+//! A read-only OCI distribution server over image caches in the flat tree (the form Talos nodes
+//! read from `imagecache/`): what containerd on a node booted from our media pulls from, and what
+//! serves a cache to skopeo, crane or a whole air-gapped network.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), imager_registryd::ServeError> {
+//! use imager_registryd::{Config, Server};
+//! let config = Config::new(vec!["/var/imagecache".into(), "/media/iso/imagecache".into()]);
+//! let server = Server::bind(config).await?;
+//! eprintln!("serving on http://{}", server.local_addr());
+//! server.serve(std::future::pending()).await
+//! # }
+//! ```
+//!
+//! The design is in docs/registryd.md. In short: requests are parsed and validated by pure code
+//! ([`route`]) before any file is touched; files are opened below a root without following any
+//! link ([`fsafe`]); roots are tried in order and only content that matches the digest asked for
+//! is served ([`store`]); blobs stream from the checked descriptor in bounded pieces ([`body`]),
+//! read on a fixed set of I/O threads ([`pool`]).
+
+pub mod body;
+pub mod error;
+pub mod fsafe;
+pub mod mirror;
+pub mod pool;
+pub mod range;
+pub mod route;
+mod server;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use error::{ApiError, ErrorCode};
+pub use server::{ServeError, Server};
+
+/// The address upstream's registryd listens on, on a node.
+pub const DEFAULT_ADDRESS: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3172);
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Flat cache trees, in priority order: the first good copy wins (on a node, the disk copy
+    /// before the ISO). Each must be a directory when the server starts.
+    pub roots: Vec<PathBuf>,
+    pub address: SocketAddr,
+    /// Serve HTTPS with this certificate chain and key (PEM).
+    pub tls: Option<TlsFiles>,
+    /// Where damaged content, accept errors and (with `access_log`) requests are reported.
+    pub log: Log,
+    /// One line per request.
+    pub access_log: bool,
+    /// Connections served at once; more wait in the listen backlog. Bounds memory: each
+    /// connection holds at most a couple of 64 KiB pieces of a blob.
+    pub max_connections: usize,
+    /// Threads that open and read files. Bounds the I/O in flight (and the threads' memory);
+    /// blob pieces of all connections queue for them.
+    pub io_threads: usize,
+}
+
+impl Config {
+    /// Defaults: [`DEFAULT_ADDRESS`], plain HTTP, log to stderr, no access log, 256
+    /// connections, 8 I/O threads.
+    pub fn new(roots: Vec<PathBuf>) -> Self {
+        Self {
+            roots,
+            address: DEFAULT_ADDRESS,
+            tls: None,
+            log: Log::stderr(),
+            access_log: false,
+            max_connections: 256,
+            io_threads: 8,
+        }
+    }
+}
+
+/// PEM files for HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Where the server reports: one line per event. The CLI prints to stderr; tests collect.
+#[derive(Clone)]
+pub struct Log(Arc<dyn Fn(&str) + Send + Sync>);
+
+impl Log {
+    pub fn new(f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub fn stderr() -> Self {
+        Self::new(|line| eprintln!("{line}"))
+    }
+
+    pub(crate) fn line(&self, line: impl AsRef<str>) {
+        (self.0)(line.as_ref());
+    }
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Log")
+    }
+}
