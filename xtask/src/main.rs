@@ -20,6 +20,7 @@ commands:
   demo                   build an ISO from the built-in example cache and boot it in QEMU
   bench iso              benchmark `imager iso` against cp and xorriso
   bench cache            benchmark `imager cache create` against skopeo
+  bench serve            benchmark `imager cache serve` against docker-registry
 ";
 
 fn main() -> Result<()> {

@@ -93,10 +93,10 @@ struct PlatformImage {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct ImageSpec {
+pub(super) struct ImageSpec {
     /// Repository under the registry, e.g. `bench/app-07`.
-    repo: String,
-    tag: String,
+    pub repo: String,
+    pub tag: String,
     /// One: a plain image manifest; several: an index over them.
     platforms: Vec<PlatformImage>,
 }
@@ -224,10 +224,10 @@ fn sync_yaml(host: &str, images: &[ImageSpec]) -> String {
 
 /// What a stamped registry holds: the plan it was filled from, and the totals of its blobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
+pub(super) struct Stamp {
     key: String,
-    blobs: u64,
-    bytes: u64,
+    pub blobs: u64,
+    pub bytes: u64,
 }
 
 impl Stamp {
@@ -235,7 +235,7 @@ impl Stamp {
         testing::sha256_hex(format!("{FORMAT} {images:?}").as_bytes())
     }
 
-    fn to_text(&self) -> String {
+    pub(super) fn to_text(&self) -> String {
         format!("{} {} {}\n", self.key, self.blobs, self.bytes)
     }
 
@@ -250,19 +250,28 @@ impl Stamp {
     }
 }
 
-pub(super) fn run(args: &[String]) -> Result<()> {
-    let bench = parse(args)?;
-    std::fs::create_dir_all(&bench.dir)
-        .with_context(|| format!("creating {}", bench.dir.display()))?;
-    let dir = bench.dir.canonicalize()?;
+/// The test images, pushed to a docker-registry on loopback whose storage lives under `dir` (kept
+/// with a stamp, so a later run with the same plan starts serving at once). `bench serve` uses the
+/// same fixture.
+pub(super) struct Fixture {
+    pub registry: testing::Registry,
+    pub host: String,
+    pub images: Vec<ImageSpec>,
+    pub stamp: Stamp,
+    /// `dir`, canonical.
+    pub dir: PathBuf,
+}
+
+pub(super) fn fixture(dir: &Path, n: usize, gib: f64) -> Result<Fixture> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
     let storage = dir.join("registry");
     // The test registry keeps its storage in a temp dir of its own; distribution's environment
     // override puts it here instead, where it survives for the next run.
     // SAFETY: nothing else runs yet: no thread of this process reads the environment.
     unsafe { std::env::set_var("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", &storage) };
 
-    let imager = super::build_imager()?;
-    let images = plan(bench.images, bench.gib);
+    let images = plan(n, gib);
     let key = Stamp::key(&images);
     let stamp_path = dir.join("registry.stamp");
     let reuse = std::fs::read_to_string(&stamp_path)
@@ -316,6 +325,25 @@ pub(super) fn run(args: &[String]) -> Result<()> {
         }
         (None, None) => unreachable!("the layout is built whenever the storage is not reused"),
     };
+    Ok(Fixture {
+        registry,
+        host,
+        images,
+        stamp,
+        dir,
+    })
+}
+
+pub(super) fn run(args: &[String]) -> Result<()> {
+    let bench = parse(args)?;
+    let imager = super::build_imager()?;
+    let Fixture {
+        registry,
+        host,
+        images,
+        stamp,
+        dir,
+    } = fixture(&bench.dir, bench.images, bench.gib)?;
 
     let list = image_list(&host, &images);
     let yaml = dir.join("sync.yaml");

@@ -1,4 +1,4 @@
-//! `cargo xtask bench iso | cache`: each of our tools side by side with its peers, in one run, on
+//! `cargo xtask bench iso | cache | serve`: each of our tools side by side with its peers, in one run, on
 //! generated inputs. This module holds what both benchmarks share: running a tool (one or several
 //! processes) until its output is on disk, peak RSS from `VmHWM`, rotated order, medians, and the
 //! markdown table.
@@ -10,6 +10,8 @@
 
 mod cache;
 mod iso;
+mod load;
+mod serve;
 
 use std::fs::File;
 use std::io::{Read as _, Seek as _, Write as _};
@@ -25,7 +27,8 @@ pub fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("iso") => iso::run(&args[1..]),
         Some("cache") => cache::run(&args[1..]),
-        _ => bail!("{}\n{}", iso::USAGE, cache::USAGE),
+        Some("serve") => serve::run(&args[1..]),
+        _ => bail!("{}\n{}\n{}", iso::USAGE, cache::USAGE, serve::USAGE),
     }
 }
 

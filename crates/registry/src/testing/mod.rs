@@ -110,6 +110,11 @@ impl Registry {
         self.addr.to_string()
     }
 
+    /// The `docker-registry` process, for reading its memory use.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
