@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use hyper::StatusCode;
+use http::StatusCode;
 
 /// The error codes this server sends (the OCI distribution spec's, plus distribution's
 /// `PAGINATION_NUMBER_INVALID` and `UNKNOWN`, which the spec leaves to implementations).

@@ -15,12 +15,15 @@
 //! The design is in docs/registryd.md. In short: requests are parsed and validated by pure code
 //! ([`route`]) before any file is touched; files are opened below a root without following any
 //! link ([`fsafe`]); roots are tried in order and only content that matches the digest asked for
-//! is served ([`store`]); blobs stream from the checked descriptor in bounded pieces ([`body`]),
-//! read on a fixed set of I/O threads ([`pool`]).
+//! is served ([`store`]); blobs go from the checked descriptor to the socket with `sendfile`
+//! (through bounded pieces under TLS) on a fixed set of I/O threads ([`body`], [`pool`]).
+//! HTTP/1.1 framing is our own small layer ([`http1`]), because `sendfile` needs the socket.
 
 pub mod body;
+mod conn;
 pub mod error;
 pub mod fsafe;
+pub mod http1;
 pub mod mirror;
 pub mod pool;
 pub mod range;
@@ -31,6 +34,7 @@ pub mod store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use error::{ApiError, ErrorCode};
 pub use server::{ServeError, Server};
@@ -55,14 +59,17 @@ pub struct Config {
     /// Connections served at once; more wait in the listen backlog. Bounds memory: each
     /// connection holds at most a couple of 64 KiB pieces of a blob.
     pub max_connections: usize,
-    /// Threads that open and read files. Bounds the I/O in flight (and the threads' memory);
-    /// blob pieces of all connections queue for them.
+    /// Threads that open and read files and run `sendfile`. Bounds the I/O in flight (and the
+    /// threads' memory); blob sends of all connections queue for them.
     pub io_threads: usize,
+    /// A client that takes no byte of an answer for this long is disconnected, so stalled
+    /// clients cannot hold connection slots.
+    pub write_timeout: Duration,
 }
 
 impl Config {
     /// Defaults: [`DEFAULT_ADDRESS`], plain HTTP, log to stderr, no access log, 256
-    /// connections, 8 I/O threads.
+    /// connections, 8 I/O threads, a 60 s write timeout.
     pub fn new(roots: Vec<PathBuf>) -> Self {
         Self {
             roots,
@@ -72,6 +79,7 @@ impl Config {
             access_log: false,
             max_connections: 256,
             io_threads: 8,
+            write_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use hyper::Method;
+use http::Method;
 use imager_cache::reference::{DOCKER_HUB, ReferenceError, check_repository, is_tag};
 use imager_cache::{Digest, ImageName};
 use percent_encoding::percent_decode_str;
@@ -236,7 +236,7 @@ impl Query {
             // Two values for one key would leave the answer depending on which one is read.
             if slot.is_some() {
                 return Err(ApiError::new(
-                    hyper::StatusCode::BAD_REQUEST,
+                    http::StatusCode::BAD_REQUEST,
                     if key == "ns" {
                         ErrorCode::NameInvalid
                     } else {
@@ -259,7 +259,7 @@ impl Query {
                     .filter(|&n| n <= MAX_PAGE)
                     .ok_or_else(|| {
                         ApiError::new(
-                            hyper::StatusCode::BAD_REQUEST,
+                            http::StatusCode::BAD_REQUEST,
                             ErrorCode::PaginationNumberInvalid,
                             format!("n={n:?} is not a number from 0 to {MAX_PAGE}"),
                         )
@@ -353,10 +353,10 @@ mod tests {
             Method::OPTIONS,
         ] {
             let e = route(&m, "/v2/a/blobs/uploads/", None).unwrap_err();
-            assert_eq!(e.status, hyper::StatusCode::METHOD_NOT_ALLOWED, "{m}");
+            assert_eq!(e.status, http::StatusCode::METHOD_NOT_ALLOWED, "{m}");
             assert_eq!(e.code, ErrorCode::Unsupported);
             let e = route(&m, "/v2/a/manifests/latest", None).unwrap_err();
-            assert_eq!(e.status, hyper::StatusCode::METHOD_NOT_ALLOWED, "{m}");
+            assert_eq!(e.status, http::StatusCode::METHOD_NOT_ALLOWED, "{m}");
         }
         for p in [
             "/",
@@ -369,7 +369,7 @@ mod tests {
             let e = get(p).unwrap_err();
             assert_eq!(
                 (e.status, e.code),
-                (hyper::StatusCode::NOT_FOUND, ErrorCode::Unsupported),
+                (http::StatusCode::NOT_FOUND, ErrorCode::Unsupported),
                 "{p}"
             );
         }

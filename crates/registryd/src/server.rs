@@ -2,7 +2,6 @@
 //! [`Route`], and the headers registries send.
 
 use std::collections::BTreeSet;
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -11,33 +10,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::FileBody;
+use crate::body::{Payload, Stall};
+use crate::conn;
 use crate::error::ApiError;
+use crate::http1::RequestHead;
 use crate::pool::IoPool;
 use crate::range::ByteRange;
 use crate::route::{Page, Repo, Route, route};
 use crate::store::{Store, internal};
 use crate::{Config, Log, TlsFiles};
 
-pub type Body = UnsyncBoxBody<Bytes, io::Error>;
-
-/// A client has this long to send its request headers (slow-loris connections are closed).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// After shutdown is asked for, requests in flight get this long to finish.
+/// After shutdown is asked for, answers in flight get this long to finish.
 const GRACE: Duration = Duration::from_secs(5);
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -87,9 +77,10 @@ pub enum ServeError {
 }
 
 pub(crate) struct State {
-    store: Arc<Store>,
+    pub(crate) store: Arc<Store>,
     log: Log,
     access_log: bool,
+    pub(crate) stall: Stall,
 }
 
 /// A bound server: [`Server::bind`], then [`Server::serve`].
@@ -151,6 +142,7 @@ impl Server {
                 store,
                 log: config.log,
                 access_log: config.access_log,
+                stall: Stall(config.write_timeout),
             }),
             max_connections: config.max_connections.max(1),
         })
@@ -161,7 +153,7 @@ impl Server {
         self.address
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and gives requests in flight a
+    /// Serves until `shutdown` completes, then stops accepting and gives answers in flight a
     /// few seconds to finish.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
         let Self {
@@ -171,10 +163,11 @@ impl Server {
             max_connections,
             ..
         } = self;
-        let graceful = GracefulShutdown::new();
+        let (stop, stopping) = watch::channel(false);
         // Each connection holds a permit: past the limit, new connections wait in the listen
         // backlog instead of each adding buffers.
-        let permits = Arc::new(Semaphore::new(max_connections));
+        let max = max_connections.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
+        let permits = Arc::new(Semaphore::new(max));
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -199,37 +192,26 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let state = Arc::clone(&state);
             let tls = tls.clone();
-            let watcher = graceful.watcher();
+            let stopping = stopping.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                let service = service_fn(move |req| handle(Arc::clone(&state), peer, req));
-                let mut builder = http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT);
-                // Errors here are the client's (reset, garbage, timeout): nothing to report.
-                let _ = match tls {
-                    None => {
-                        watcher
-                            .watch(builder.serve_connection(TokioIo::new(stream), service))
-                            .await
-                    }
+                match tls {
+                    None => conn::serve(stream, peer, state, stopping).await,
                     Some(acceptor) => {
-                        let Ok(Ok(stream)) =
-                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                                .await
-                        else {
-                            return;
-                        };
-                        watcher
-                            .watch(builder.serve_connection(TokioIo::new(stream), service))
-                            .await
+                        // A failed or slow handshake is the client's problem: nothing to report.
+                        let handshake =
+                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                        if let Ok(Ok(stream)) = handshake.await {
+                            conn::serve(stream, peer, state, stopping).await;
+                        }
                     }
-                };
+                }
             });
         }
         drop(listener);
-        let _ = tokio::time::timeout(GRACE, graceful.shutdown()).await;
+        let _ = stop.send(true);
+        // Every permit back means every connection has ended.
+        let _ = tokio::time::timeout(GRACE, permits.acquire_many(max as u32)).await;
         Ok(())
     }
 }
@@ -269,15 +251,16 @@ fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServeError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-async fn handle(
-    state: Arc<State>,
+/// The answer to one request, with the headers every answer carries; logged if asked.
+pub(crate) async fn handle(
+    state: &State,
     peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+    head: &RequestHead,
+) -> Response<Payload> {
     let started = Instant::now();
-    let method = req.method().clone();
-    let mut resp = match route(&method, req.uri().path(), req.uri().query()) {
-        Ok(r) => respond(&state, r, req.headers())
+    let method = &head.method;
+    let mut resp = match route(method, head.uri.path(), head.uri.query()) {
+        Ok(r) => respond(state, r, &head.headers)
             .await
             .unwrap_or_else(|e| error_response(&e)),
         Err(e) => error_response(&e),
@@ -286,7 +269,7 @@ async fn handle(
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     if method == Method::HEAD {
         // Same status and headers (Content-Length included), no body.
-        *resp.body_mut() = empty();
+        *resp.body_mut() = Payload::Empty;
     }
     if state.access_log {
         let length = resp
@@ -296,19 +279,19 @@ async fn handle(
             .unwrap_or("-");
         state.log.line(format!(
             "registryd: {peer} {method} {:?} {} {length} {:.1}ms",
-            req.uri().to_string(),
+            head.uri.to_string(),
             resp.status().as_u16(),
             started.elapsed().as_secs_f64() * 1000.0
         ));
     }
-    Ok(resp)
+    resp
 }
 
 async fn respond(
     state: &State,
     route: Route,
     headers: &HeaderMap,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Payload>, ApiError> {
     match route {
         Route::Base => Ok(full(
             StatusCode::OK,
@@ -360,8 +343,11 @@ async fn respond(
                     return Ok(resp);
                 }
             };
-            let body = FileBody::new(hit.file, start, end, state.store.pool().clone());
-            let mut resp = Response::new(body.boxed_unsync());
+            let mut resp = Response::new(Payload::File {
+                file: hit.file,
+                start,
+                end,
+            });
             *resp.status_mut() = status;
             let h = resp.headers_mut();
             h.insert(
@@ -450,24 +436,16 @@ fn insert(h: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
-fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
-fn full(status: StatusCode, content_type: &str, bytes: Bytes) -> Response<Body> {
+fn full(status: StatusCode, content_type: &str, bytes: Bytes) -> Response<Payload> {
     let len = bytes.len();
-    let mut resp = Response::new(
-        Full::new(bytes)
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut resp = Response::new(Payload::Bytes(bytes));
     *resp.status_mut() = status;
     insert(resp.headers_mut(), header::CONTENT_TYPE, content_type);
     insert(resp.headers_mut(), header::CONTENT_LENGTH, &len.to_string());
     resp
 }
 
-fn error_response(e: &ApiError) -> Response<Body> {
+fn error_response(e: &ApiError) -> Response<Payload> {
     let mut resp = full(e.status, "application/json", Bytes::from(e.body()));
     if e.status == StatusCode::METHOD_NOT_ALLOWED {
         resp.headers_mut()

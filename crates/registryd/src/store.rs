@@ -20,7 +20,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use hyper::StatusCode;
+use http::StatusCode;
 use imager_cache::flat::{
     DIGEST_DIR, MANIFESTS_DIR, REFERENCE_DIR, blob_path, manifest_path, repo_dir, tag_path,
 };
