@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::io::Interest;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::pool::IoPool;
@@ -42,7 +42,11 @@ pub enum Payload {
     Empty,
     Bytes(Bytes),
     /// `start..end` of an open, checked blob file.
-    File { file: File, start: u64, end: u64 },
+    File {
+        file: File,
+        start: u64,
+        end: u64,
+    },
 }
 
 impl Payload {
@@ -87,7 +91,9 @@ pub(crate) async fn send_file(
     let file = Arc::new(file);
     let mut pos = start;
     while pos < end {
-        let want = usize::try_from(end - pos).unwrap_or(usize::MAX).min(SENDFILE_MAX);
+        let want = usize::try_from(end - pos)
+            .unwrap_or(usize::MAX)
+            .min(SENDFILE_MAX);
         let (s, f) = (Arc::clone(&socket), Arc::clone(&file));
         let sent = pool
             .run(move || {

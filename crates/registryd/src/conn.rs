@@ -105,7 +105,9 @@ pub(crate) async fn serve<S: Transport>(
                     state.stall.guard(stream.write_all(&out)).await?;
                     let pool = state.store.pool();
                     match stream.plain() {
-                        Some(tcp) => body::send_file(tcp, file, start, end, pool, state.stall).await,
+                        Some(tcp) => {
+                            body::send_file(tcp, file, start, end, pool, state.stall).await
+                        }
                         None => {
                             body::copy_pieces(&mut stream, file, start, end, pool, state.stall)
                                 .await

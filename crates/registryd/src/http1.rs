@@ -76,7 +76,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadErr
         .map_err(|_| malformed("bad request target"))?;
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| malformed("header name"))?;
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| malformed("header name"))?;
         let value = HeaderValue::from_bytes(h.value).map_err(|_| malformed("header value"))?;
         headers.append(name, value);
     }
@@ -93,7 +94,10 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadErr
         connection("keep-alive")
     };
     let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers.get_all(header::CONTENT_LENGTH).iter().any(|v| v != "0");
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v != "0");
     Ok(Some((
         RequestHead {
             method,
@@ -147,7 +151,8 @@ mod tests {
 
     #[test]
     fn heads_and_keep_alive() {
-        let text = "GET /v2/a/manifests/b?ns=x HTTP/1.1\r\nHost: h\r\nAccept: a\r\nAccept: b\r\n\r\nGET /";
+        let text =
+            "GET /v2/a/manifests/b?ns=x HTTP/1.1\r\nHost: h\r\nAccept: a\r\nAccept: b\r\n\r\nGET /";
         let (h, used) = parse(text).unwrap().unwrap();
         assert_eq!(used, text.len() - "GET /".len());
         assert_eq!(h.method, Method::GET);

@@ -166,7 +166,9 @@ impl Server {
         let (stop, stopping) = watch::channel(false);
         // Each connection holds a permit: past the limit, new connections wait in the listen
         // backlog instead of each adding buffers.
-        let max = max_connections.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
+        let max = max_connections
+            .min(Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize);
         let permits = Arc::new(Semaphore::new(max));
         tokio::pin!(shutdown);
         loop {

@@ -267,3 +267,48 @@ async fn bad_configurations_are_refused_with_the_cause() {
         .unwrap_err();
     assert!(e.to_string().contains("junk.pem"), "{e}");
 }
+
+/// A client that asks for blobs and reads nothing is disconnected after the write timeout, and
+/// the connection slot it held serves the next client. With one slot, the second client's
+/// answer can only come once the first connection is gone.
+#[test]
+fn a_client_that_stops_reading_loses_its_connection_and_its_slot() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let f = Fixture::new();
+    let mut config = imager_registryd::Config::new(vec![f.root().to_path_buf()]);
+    config.max_connections = 1;
+    config.write_timeout = Duration::from_secs(1);
+    let s = TestServer::start_with(config);
+    let big = f.big_blob();
+    // 20 pipelined requests for the 4 MiB blob: far more than the socket buffers hold.
+    let target = format!("/v2/{}/blobs/{}", f.app.repo(), big.digest());
+    let one = format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n");
+    let mut stalled = std::net::TcpStream::connect(s.addr).unwrap();
+    stalled.write_all(one.repeat(20).as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let started = Instant::now();
+    let r = get(s.addr, "/v2/");
+    let waited = started.elapsed();
+    assert_eq!(r.status, 200);
+    assert!(
+        waited >= Duration::from_millis(500),
+        "answered after {waited:?}: the stalled client did not hold the only slot"
+    );
+    assert!(waited < Duration::from_secs(8), "answered after {waited:?}");
+
+    // The stalled connection was cut short: it ends before all 20 answers.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match stalled.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(got < 20 * big.bytes.len(), "read {got} bytes");
+}

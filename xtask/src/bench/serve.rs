@@ -27,7 +27,8 @@ use super::load::{self, Outcome, Request};
 use super::{flag_values, markdown_table, rotation, vm_hwm_kib};
 use crate::util::{human_size, workspace_root};
 
-pub(super) const USAGE: &str = "usage: cargo xtask bench serve [--runs N] [--seconds S] [--images N] [--gib G] [--dir DIR]";
+pub(super) const USAGE: &str =
+    "usage: cargo xtask bench serve [--runs N] [--seconds S] [--images N] [--gib G] [--dir DIR]";
 
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
@@ -396,6 +397,9 @@ fn workloads(
             }
         }
     }
-    ensure!(!blobs.is_empty(), "the images have no blob of at least 1 MiB");
+    ensure!(
+        !blobs.is_empty(),
+        "the images have no blob of at least 1 MiB"
+    );
     Ok((manifests, blobs))
 }
