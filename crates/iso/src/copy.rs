@@ -85,14 +85,67 @@ pub(crate) fn uncovered(ranges: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64
     out
 }
 
+/// Starts the kernel's writeback of the output behind the copy, a window at a time.
+///
+/// Without it a multi-GB image sits dirty in the page cache until the final `fsync` (a machine
+/// with much memory stays under its dirty thresholds), so the copy and the disk take turns: on the
+/// bench machine 1.25 s of copying, then 0.87 s of `fsync` for 3.2 GB. Asking for writeback as
+/// the copy goes (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: start it, do not wait) lets the disk
+/// work while the copy goes on, and the `fsync` waits for the tail only. Data is copied in image
+/// order, so everything copied since the last window lies between it and the highest offset
+/// written.
+#[derive(Debug)]
+pub(crate) struct Writeback<'a> {
+    out: &'a File,
+    started_to: u64,
+    written_to: u64,
+}
+
+/// How much is copied between two writeback requests.
+const WRITEBACK_WINDOW: u64 = 32 << 20;
+
+impl<'a> Writeback<'a> {
+    pub(crate) fn new(out: &'a File) -> Self {
+        Self {
+            out,
+            started_to: 0,
+            written_to: 0,
+        }
+    }
+
+    /// Notes that the image bytes up to `end` are written, and starts writeback when a window's
+    /// worth is waiting.
+    pub(crate) fn wrote_to(&mut self, end: u64) {
+        self.written_to = self.written_to.max(end);
+        if self.written_to - self.started_to >= WRITEBACK_WINDOW {
+            start_writeback(self.out, self.started_to, self.written_to - self.started_to);
+            self.started_to = self.written_to;
+        }
+    }
+}
+
+/// A hint: failures are ignored, since the `fsync` that publishes the image reports any write
+/// error, and a kernel or file system without the call just writes back later.
+fn start_writeback(out: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range takes a descriptor and three integers; no memory is passed. `out`
+    // is borrowed for the call, so the descriptor is open and is the output file.
+    unsafe {
+        libc::sync_file_range(out.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 /// Copies `pieces` of `file` into `out`, checking first that the file still has its planned
-/// length. Reports each copied chunk's size to `progress`.
+/// length. Reports each copied chunk to `progress`: the image offset it ends at, and its size.
 pub(crate) fn copy_pieces(
     file: &HostFile,
     pieces: &[Piece],
     out: &File,
     out_path: &Path,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), IsoError> {
     let input_err = |source| IsoError::Input {
         path: file.host.clone(),
@@ -132,7 +185,7 @@ fn copy_range(
     src: &File,
     piece: &Piece,
     out: &File,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), CopyError> {
     let mut off_in = piece.file_offset;
     let mut off_out = piece.image_offset;
@@ -147,7 +200,7 @@ fn copy_range(
                     "the file ended before its planned length",
                 )));
             }
-            Ok(n) => progress(n as u64),
+            Ok(n) => progress(off_out, n as u64),
             // Across file systems on old kernels, on special files, or where the kernel has no
             // copy_file_range: copy the rest through a buffer.
             Err(e)
@@ -174,7 +227,7 @@ fn copy_buffered(
     out: &File,
     mut off_out: u64,
     mut left: u64,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), CopyError> {
     let mut buf = vec![0u8; BUFFER];
     while left > 0 {
@@ -186,7 +239,7 @@ fn copy_buffered(
         off_in += take as u64;
         off_out += take as u64;
         left -= take as u64;
-        progress(take as u64);
+        progress(off_out, take as u64);
     }
     Ok(())
 }
@@ -265,13 +318,13 @@ mod tests {
             },
         ];
         let mut done = 0;
-        copy_pieces(&file, &pieces, &out, &out_path, &mut |n| done += n).unwrap();
+        copy_pieces(&file, &pieces, &out, &out_path, &mut |_, n| done += n).unwrap();
         assert_eq!(done, 8);
         let bytes = std::fs::read(&out_path).unwrap();
         assert_eq!(&bytes[2..6], b"efgh");
         assert_eq!(&bytes[10..14], b"abcd");
         // A source that changed size is refused rather than copied short.
         std::fs::write(&src_path, b"abc").unwrap();
-        assert!(copy_pieces(&file, &pieces, &out, &out_path, &mut |_| {}).is_err());
+        assert!(copy_pieces(&file, &pieces, &out, &out_path, &mut |_, _| {}).is_err());
     }
 }

@@ -360,12 +360,14 @@ impl IsoSpec {
         let report = std::thread::scope(|scope| {
             let copier = scope.spawn(|| -> Result<(), IsoError> {
                 let _done = done_tx;
+                let mut writeback = copy::Writeback::new(out);
                 for (file, pieces) in &jobs {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    copy::copy_pieces(file, pieces, out, out_path, &mut |n| {
+                    copy::copy_pieces(file, pieces, out, out_path, &mut |end, n| {
                         copied.fetch_add(n, Ordering::Relaxed);
+                        writeback.wrote_to(end);
                     })?;
                 }
                 Ok(())
