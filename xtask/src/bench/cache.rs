@@ -206,7 +206,7 @@ fn noise_bytes_per_image(images: &[ImageSpec]) -> u64 {
 }
 
 /// The `--images -` list for the registry at `host`.
-fn image_list(host: &str, images: &[ImageSpec]) -> String {
+pub(super) fn image_list(host: &str, images: &[ImageSpec]) -> String {
     images
         .iter()
         .map(|i| format!("{host}/{}:{}\n", i.repo, i.tag))

@@ -43,6 +43,18 @@ impl Outcome {
         self.bytes as f64 / self.window.as_secs_f64()
     }
 
+    /// Adds `other`'s requests, bytes, errors and latencies (not its window: clients share one,
+    /// runs add theirs).
+    pub fn absorb(&mut self, other: Outcome) {
+        self.requests += other.requests;
+        self.bytes += other.bytes;
+        self.errors += other.errors;
+        self.latencies.extend(other.latencies);
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+
     /// The `q` quantile (0..=1) of the latencies.
     pub fn quantile(&self, q: f64) -> Duration {
         let mut l = self.latencies.clone();
@@ -90,13 +102,7 @@ pub fn run(
         let o = t
             .join()
             .map_err(|_| anyhow::anyhow!("a load client panicked"))?;
-        total.requests += o.requests;
-        total.bytes += o.bytes;
-        total.errors += o.errors;
-        total.latencies.extend(o.latencies);
-        if total.first_error.is_none() {
-            total.first_error = o.first_error;
-        }
+        total.absorb(o);
     }
     Ok(total)
 }

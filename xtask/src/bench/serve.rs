@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail, ensure};
 use imager_registry::testing;
 use serde_json::Value;
 
-use super::cache::{Fixture, fixture};
+use super::cache::{Fixture, fixture, image_list};
 use super::load::{self, Outcome, Request};
 use super::{flag_values, markdown_table, rotation, vm_hwm_kib};
 use crate::util::{human_size, workspace_root};
@@ -149,10 +149,7 @@ pub(super) fn run(args: &[String]) -> Result<()> {
             std::fs::remove_dir_all(&flat)?;
         }
         eprintln!("making the flat cache {}", flat.display());
-        let list: String = images
-            .iter()
-            .map(|i| format!("{host}/{}:{}\n", i.repo, i.tag))
-            .collect();
+        let list = image_list(&host, &images);
         let mut c = Command::new(&imager);
         c.args(["cache", "create", "--insecure", "--image-cache-path"])
             .arg(&flat)
@@ -347,15 +344,10 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "missed" }
 }
 
+/// Runs of one cell add up: their windows too.
 fn merge(into: &mut Outcome, o: Outcome) {
-    into.requests += o.requests;
-    into.bytes += o.bytes;
-    into.errors += o.errors;
     into.window += o.window;
-    into.latencies.extend(o.latencies);
-    if into.first_error.is_none() {
-        into.first_error = o.first_error;
-    }
+    into.absorb(o);
 }
 
 /// Every manifest path (tags, and the platform manifests of indexes by digest) and every large
