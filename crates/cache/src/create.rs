@@ -29,12 +29,12 @@ use imager_registry::{
     SelectError, select_platforms,
 };
 
+use crate::Platform;
 use crate::digest::Digest;
 use crate::flat::{self, FlatError, FlatWriter};
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::oci_out::{self, OciOutError};
 use crate::par;
-use crate::platform::Platform;
 use crate::reference::{ImageName, Reference, ReferenceError};
 
 /// The default number of blobs downloaded at once (talosctl fetches one at a time).
@@ -109,7 +109,7 @@ impl CreateOptions {
         Self {
             output,
             images,
-            platforms: PlatformSelection::Only(vec![linux_amd64()]),
+            platforms: PlatformSelection::Only(vec![Platform::linux_amd64()]),
             layout: OutputLayout::Oci,
             force: false,
             jobs: DEFAULT_JOBS,
@@ -118,14 +118,6 @@ impl CreateOptions {
             source_date_epoch: 0,
             progress: None,
         }
-    }
-}
-
-fn linux_amd64() -> registry::Platform {
-    registry::Platform {
-        os: "linux".to_owned(),
-        architecture: "amd64".to_owned(),
-        variant: None,
     }
 }
 
@@ -171,7 +163,7 @@ pub enum CreateError {
     UnknownPlatform {
         image: String,
         #[source]
-        source: registry::PlatformError,
+        source: crate::PlatformError,
     },
     #[error("{image}: its index cannot be read")]
     Index {
@@ -369,14 +361,6 @@ fn cache_digest(d: &registry::Digest) -> Digest {
     Digest::parse(&d.to_string()).expect("a sha256 digest is valid in both crates")
 }
 
-fn cache_platform(p: &registry::Platform) -> Platform {
-    Platform {
-        os: p.os.clone(),
-        architecture: p.architecture.clone(),
-        variant: p.variant.clone(),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Resolve
 
@@ -395,7 +379,7 @@ pub struct ResolvedImage {
     /// What the tag (or digest) resolved to: an image manifest or an index.
     pub top: FetchedManifest,
     /// For an index: the children kept, each with its platform from the index.
-    pub children: Vec<(Option<registry::Platform>, FetchedManifest)>,
+    pub children: Vec<(Option<Platform>, FetchedManifest)>,
 }
 
 async fn resolve_image(
@@ -655,11 +639,11 @@ pub fn layout_platforms(
     resolved: &[ResolvedImage],
 ) -> Vec<Option<Platform>> {
     let platforms: Vec<Platform> = match selection {
-        PlatformSelection::Only(list) => list.iter().map(cache_platform).collect(),
+        PlatformSelection::Only(list) => list.clone(),
         PlatformSelection::All => {
             let mut seen: Vec<Platform> = Vec::new();
             for (p, _) in resolved.iter().flat_map(|r| &r.children) {
-                if let Some(p) = p.as_ref().map(cache_platform)
+                if let Some(p) = p.clone()
                     && !seen.contains(&p)
                 {
                     seen.push(p);
@@ -1106,8 +1090,8 @@ mod tests {
         ))
     }
 
-    fn platform(s: &str) -> Option<registry::Platform> {
-        Some(registry::Platform::parse(s).unwrap())
+    fn platform(s: &str) -> Option<Platform> {
+        Some(Platform::parse(s).unwrap())
     }
 
     #[test]

@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use tempfile::TempDir;
 
+use crate::Platform;
 use crate::digest::{Digest, HashingReader};
 use crate::flat::{self, FlatError, FlatWriter, read_capped};
 use crate::manifest::{self, Descriptor, ImageManifest, Manifest, ManifestError};
 use crate::par;
-use crate::platform::Platform;
 use crate::reference::{ImageName, Reference, ReferenceError, is_tag};
 use crate::unpack::{self, UnpackError};
 
@@ -708,7 +708,7 @@ pub(crate) fn choose_platform(
 ) -> std::result::Result<usize, String> {
     if let Some(i) = platforms
         .iter()
-        .position(|p| p.as_ref().is_some_and(|p| p.satisfies(wanted)))
+        .position(|p| p.as_ref().is_some_and(|p| p.matches(wanted)))
     {
         return Ok(i);
     }

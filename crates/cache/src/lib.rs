@@ -16,7 +16,6 @@ pub mod list;
 pub mod manifest;
 pub mod oci_out;
 mod par;
-pub mod platform;
 pub mod reference;
 pub mod unpack;
 pub mod verify;
@@ -26,9 +25,10 @@ use std::path::Path;
 pub use create::{CreateError, CreateOptions, CreateProgress, Created, OutputLayout, create};
 pub use digest::{Digest, DigestError};
 pub use flat::{FlatError, FlatWriter};
+/// One platform type for both sides: what a registry's index offers and what a layout holds.
+pub use imager_registry::{Platform, PlatformError};
 pub use layout::{FlatCache, InputForm, LayoutError, ReadOptions, materialize};
 pub use list::{ImageInfo, list_flat};
-pub use platform::{Platform, PlatformError};
 pub use reference::{ImageName, Reference, ReferenceError};
 pub use verify::{Problem, ProblemKind, Severity, VerifyReport, verify_flat};
 

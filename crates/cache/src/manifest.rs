@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::Platform;
 use crate::digest::Digest;
-use crate::platform::Platform;
 
 /// The largest manifest (or image config) read into memory. Real ones are a few KiB; an index
 /// with hundreds of platforms stays well under this. Anything larger is refused, not buffered.

@@ -28,10 +28,10 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde_json::json;
 
+use crate::Platform;
 use crate::digest::{BUF_SIZE, Digest, Hasher};
 use crate::layout::REF_NAME;
 use crate::manifest::{OCI_INDEX, OCI_MANIFEST};
-use crate::platform::Platform;
 
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";

@@ -1,14 +1,21 @@
 //! Platforms (`linux/amd64`, `linux/arm/v7`) and choosing an index's children by them.
 
 use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
 
 use crate::media::{Descriptor, ManifestError, RawPlatform};
 
 /// An OS, an architecture and an optional variant, normalized the way containerd compares them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// As JSON it is the OCI `platform` object (read normalized; extra fields such as `os.features`
+/// are ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "RawPlatform")]
 pub struct Platform {
     pub os: String,
     pub architecture: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
 }
 
@@ -55,6 +62,15 @@ const KNOWN_ARCH: &[&str] = &[
 ];
 
 impl Platform {
+    /// `linux/amd64`: upstream's default platform, and ours.
+    pub fn linux_amd64() -> Self {
+        Self {
+            os: "linux".to_owned(),
+            architecture: "amd64".to_owned(),
+            variant: None,
+        }
+    }
+
     /// Parses `os/arch[/variant]`, accepting the common aliases (`x86_64`, `aarch64`, `i386`).
     pub fn parse(s: &str) -> Result<Self, PlatformError> {
         let parts: Vec<&str> = s.trim().split('/').collect();
@@ -138,6 +154,25 @@ impl Platform {
         self.os == wanted.os
             && self.architecture == wanted.architecture
             && self.effective_variant() == wanted.effective_variant()
+    }
+}
+
+impl Default for Platform {
+    fn default() -> Self {
+        Self::linux_amd64()
+    }
+}
+
+impl From<RawPlatform> for Platform {
+    fn from(raw: RawPlatform) -> Self {
+        Self::from_raw(raw)
+    }
+}
+
+impl FromStr for Platform {
+    type Err = PlatformError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
     }
 }
 
@@ -246,6 +281,23 @@ pub enum SelectError {
 mod tests {
     use super::*;
     use crate::media::{DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
+
+    #[test]
+    fn json_is_the_oci_platform_object_normalized() {
+        let p: Platform = serde_json::from_str(
+            r#"{"os":"linux","architecture":"aarch64","variant":"","os.features":["x"]}"#,
+        )
+        .unwrap();
+        assert_eq!(p, Platform::parse("linux/arm64").unwrap());
+        assert_eq!(
+            serde_json::to_string(&Platform::linux_amd64()).unwrap(),
+            r#"{"os":"linux","architecture":"amd64"}"#
+        );
+        let v8 = Platform::parse("linux/arm64/v8").unwrap();
+        let back: Platform = serde_json::from_str(&serde_json::to_string(&v8).unwrap()).unwrap();
+        assert_eq!(back, v8);
+        assert!(v8.matches(&p) && p.matches(&v8));
+    }
 
     fn p(s: &str) -> Platform {
         Platform::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
