@@ -21,12 +21,12 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use imager_registry::testing;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use super::{Step, Tool, fill_noise, flag_values, markdown_table, run_rotated, summarize};
+use super::{Flags, Step, Tool, fill_noise, markdown_table, run_rotated, summarize};
 use crate::util::{self, human_size, workspace_root};
 
 pub(super) const USAGE: &str =
@@ -50,31 +50,18 @@ struct CacheBench {
 }
 
 fn parse(args: &[String]) -> Result<CacheBench> {
-    let mut bench = CacheBench {
-        runs: 3,
-        images: 30,
-        gib: 1.5,
-        jobs: 4,
-        dir: workspace_root().join("_bench/cache"),
-    };
-    for (flag, value) in flag_values(args, USAGE)? {
-        match flag {
-            "--runs" => bench.runs = value.parse().context("--runs")?,
-            "--images" => bench.images = value.parse().context("--images")?,
-            "--gib" => bench.gib = value.parse().context("--gib")?,
-            "--jobs" => bench.jobs = value.parse().context("--jobs")?,
-            "--dir" => bench.dir = PathBuf::from(value),
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    ensure!(bench.runs >= 1, "--runs must be at least 1");
-    ensure!(bench.images >= 1, "--images must be at least 1");
-    ensure!(bench.jobs >= 1, "--jobs must be at least 1");
-    ensure!(
-        bench.gib > 0.0 && bench.gib.is_finite(),
-        "--gib must be positive"
-    );
-    Ok(bench)
+    let f = Flags::parse(
+        args,
+        USAGE,
+        &["--runs", "--images", "--gib", "--jobs", "--dir"],
+    )?;
+    Ok(CacheBench {
+        runs: f.count("--runs", 3)?,
+        images: f.count("--images", 30)?,
+        gib: f.positive("--gib", 1.5)?,
+        jobs: f.count("--jobs", 4)?,
+        dir: f.path("--dir", workspace_root().join("_bench/cache")),
+    })
 }
 
 /// One layer of a test image.

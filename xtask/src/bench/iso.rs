@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
-use super::{Step, Tool, flag_values, markdown_table, noise_file, run_rotated, summarize};
+use super::{Flags, Step, Tool, markdown_table, noise_file, run_rotated, summarize};
 use crate::util::{self, human_size, workspace_root};
 
 pub(super) const USAGE: &str = "usage: cargo xtask bench iso [--runs N] [--gib G] [--dir DIR]";
@@ -20,23 +20,12 @@ struct IsoBench {
 }
 
 fn parse(args: &[String]) -> Result<IsoBench> {
-    let mut bench = IsoBench {
-        runs: 3,
-        gib: 3.0,
-        dir: workspace_root().join("_bench/iso"),
-    };
-    for (flag, value) in flag_values(args, USAGE)? {
-        match flag {
-            "--runs" => bench.runs = value.parse().context("--runs")?,
-            "--gib" => bench.gib = value.parse().context("--gib")?,
-            "--dir" => bench.dir = PathBuf::from(value),
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    if bench.runs == 0 {
-        bail!("--runs must be at least 1");
-    }
-    Ok(bench)
+    let f = Flags::parse(args, USAGE, &["--runs", "--gib", "--dir"])?;
+    Ok(IsoBench {
+        runs: f.count("--runs", 3)?,
+        gib: f.positive("--gib", 3.0)?,
+        dir: f.path("--dir", workspace_root().join("_bench/iso")),
+    })
 }
 
 pub(super) fn run(args: &[String]) -> Result<()> {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::util::{self, human_size};
 
@@ -32,20 +32,68 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 }
 
-/// `--flag value` pairs, in order; every flag of the benchmarks takes a value.
-fn flag_values<'a>(args: &'a [String], usage: &str) -> Result<Vec<(&'a str, &'a str)>> {
-    let mut pairs = Vec::new();
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if !flag.starts_with("--") {
-            bail!("unexpected argument {flag:?}\n{usage}");
+/// A benchmark's `--flag value` arguments (every flag of the benchmarks takes a value), read with
+/// defaults; a flag the benchmark does not know is refused, with its usage.
+struct Flags<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
+    usage: &'a str,
+}
+
+impl<'a> Flags<'a> {
+    fn parse(args: &'a [String], usage: &'a str, known: &[&str]) -> Result<Self> {
+        let mut pairs = Vec::new();
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            if !flag.starts_with("--") {
+                bail!("unexpected argument {flag:?}\n{usage}");
+            }
+            if !known.contains(&flag.as_str()) {
+                bail!("unknown argument {flag:?}\n{usage}");
+            }
+            let value = it
+                .next()
+                .with_context(|| format!("{flag} needs a value\n{usage}"))?;
+            pairs.push((flag.as_str(), value.as_str()));
         }
-        let value = it
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{usage}"))?;
-        pairs.push((flag.as_str(), value.as_str()));
+        Ok(Self { pairs, usage })
     }
-    Ok(pairs)
+
+    /// The last value given for `flag`.
+    fn value(&self, flag: &str) -> Option<&'a str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(f, _)| *f == flag)
+            .map(|(_, v)| *v)
+    }
+
+    /// A count of at least 1.
+    fn count(&self, flag: &str, default: usize) -> Result<usize> {
+        let n = match self.value(flag) {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("{flag}\n{}", self.usage))?,
+            None => default,
+        };
+        ensure!(n >= 1, "{flag} must be at least 1");
+        Ok(n)
+    }
+
+    /// A positive, finite number.
+    fn positive(&self, flag: &str, default: f64) -> Result<f64> {
+        let x: f64 = match self.value(flag) {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("{flag}\n{}", self.usage))?,
+            None => default,
+        };
+        ensure!(x > 0.0 && x.is_finite(), "{flag} must be positive");
+        Ok(x)
+    }
+
+    fn path(&self, flag: &str, default: PathBuf) -> PathBuf {
+        self.value(flag).map_or(default, PathBuf::from)
+    }
 }
 
 /// One process of a tool's run, with what it reads on stdin.
@@ -314,16 +362,31 @@ mod tests {
     }
 
     #[test]
-    fn flags_come_in_pairs() {
-        let args: Vec<String> = ["--runs", "3", "--dir", "x"].map(String::from).to_vec();
-        assert_eq!(
-            flag_values(&args, "u").unwrap(),
-            [("--runs", "3"), ("--dir", "x")]
-        );
-        let args: Vec<String> = vec!["--runs".into()];
-        assert!(flag_values(&args, "u").is_err());
-        let args: Vec<String> = vec!["runs".into(), "3".into()];
-        assert!(flag_values(&args, "u").is_err());
+    fn flags_come_in_pairs_with_defaults() {
+        let args: Vec<String> = ["--runs", "3", "--dir", "x", "--runs", "4"]
+            .map(String::from)
+            .to_vec();
+        let known = ["--runs", "--dir", "--gib"];
+        let f = Flags::parse(&args, "u", &known).unwrap();
+        assert_eq!(f.count("--runs", 1).unwrap(), 4);
+        assert_eq!(f.path("--dir", "d".into()), PathBuf::from("x"));
+        assert_eq!(f.positive("--gib", 1.5).unwrap(), 1.5);
+        for bad in [
+            &["--runs"][..],
+            &["runs", "3"],
+            &["--jobs", "3"],
+            &["--runs", "0"],
+            &["--runs", "x"],
+            &["--gib", "-1"],
+            &["--gib", "inf"],
+        ] {
+            let args: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
+            let checked = Flags::parse(&args, "u", &known).and_then(|f| {
+                f.count("--runs", 1)?;
+                f.positive("--gib", 1.0)
+            });
+            assert!(checked.is_err(), "{bad:?}");
+        }
     }
 
     #[test]

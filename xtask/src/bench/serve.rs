@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use super::cache::{Fixture, fixture, image_list};
 use super::load::{self, Outcome, Request};
-use super::{flag_values, markdown_table, rotation, vm_hwm_kib};
+use super::{Flags, markdown_table, rotation, vm_hwm_kib};
 use crate::util::{human_size, workspace_root};
 
 pub(super) const USAGE: &str =
@@ -49,34 +49,15 @@ struct ServeBench {
 }
 
 fn parse(args: &[String]) -> Result<ServeBench> {
-    let mut bench = ServeBench {
-        runs: 3,
-        seconds: 4.0,
-        images: 30,
-        gib: 1.5,
-        dir: workspace_root().join("_bench/cache"),
-    };
-    for (flag, value) in flag_values(args, USAGE)? {
-        match flag {
-            "--runs" => bench.runs = value.parse().context("--runs")?,
-            "--seconds" => bench.seconds = value.parse().context("--seconds")?,
-            "--images" => bench.images = value.parse().context("--images")?,
-            "--gib" => bench.gib = value.parse().context("--gib")?,
-            "--dir" => bench.dir = PathBuf::from(value),
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
-    ensure!(bench.runs >= 1, "--runs must be at least 1");
-    ensure!(bench.images >= 1, "--images must be at least 1");
-    ensure!(
-        bench.seconds > 0.0 && bench.seconds.is_finite(),
-        "--seconds must be positive"
-    );
-    ensure!(
-        bench.gib > 0.0 && bench.gib.is_finite(),
-        "--gib must be positive"
-    );
-    Ok(bench)
+    let known = ["--runs", "--seconds", "--images", "--gib", "--dir"];
+    let f = Flags::parse(args, USAGE, &known)?;
+    Ok(ServeBench {
+        runs: f.count("--runs", 3)?,
+        seconds: f.positive("--seconds", 4.0)?,
+        images: f.count("--images", 30)?,
+        gib: f.positive("--gib", 1.5)?,
+        dir: f.path("--dir", workspace_root().join("_bench/cache")),
+    })
 }
 
 /// A server under load: its address and process.
