@@ -114,31 +114,7 @@ fn list_reports_images_platforms_and_sizes() {
     let tmp = tempfile::tempdir().unwrap();
     fx.write_flat(tmp.path());
     let images = list_flat(tmp.path()).unwrap();
-    let rows: Vec<(String, Vec<String>)> = images
-        .iter()
-        .map(|i| (i.reference.clone(), i.platforms.clone()))
-        .collect();
-    assert_eq!(
-        rows,
-        [
-            (
-                "docker.io/library/busybox:1.36".to_owned(),
-                vec!["linux/amd64".to_owned(), "linux/arm64/v8".to_owned()]
-            ),
-            (
-                "ghcr.io/example/app:v1".to_owned(),
-                vec!["linux/amd64".to_owned()]
-            ),
-            (
-                "registry.example.com:5000/team/tool:latest".to_owned(),
-                vec!["linux/amd64".to_owned()]
-            ),
-            (
-                "registry.example.com:5000/team/tool:v2".to_owned(),
-                vec!["linux/amd64".to_owned()]
-            ),
-        ]
-    );
+    assert_lists_the_fixture(&images);
 
     // busybox: its index, both children, each distinct blob once (base is shared by both).
     let bb = &images[0];

@@ -109,31 +109,7 @@ fn reads_layouts_written_by_skopeo() {
     assert!(report.warnings().next().is_none(), "{:#?}", report.problems);
 
     let images = list_flat(cache.path()).unwrap();
-    let rows: Vec<(String, Vec<String>)> = images
-        .iter()
-        .map(|i| (i.reference.clone(), i.platforms.clone()))
-        .collect();
-    assert_eq!(
-        rows,
-        [
-            (
-                "docker.io/library/busybox:1.36".to_owned(),
-                vec!["linux/amd64".to_owned(), "linux/arm64/v8".to_owned()]
-            ),
-            (
-                "ghcr.io/example/app:v1".to_owned(),
-                vec!["linux/amd64".to_owned()]
-            ),
-            (
-                "registry.example.com:5000/team/tool:latest".to_owned(),
-                vec!["linux/amd64".to_owned()]
-            ),
-            (
-                "registry.example.com:5000/team/tool:v2".to_owned(),
-                vec!["linux/amd64".to_owned()]
-            ),
-        ]
-    );
+    assert_lists_the_fixture(&images);
     // The app: skopeo rewrote the manifest as OCI; its layers are the fixture's (same bytes, same
     // digests).
     let app = &images[1];

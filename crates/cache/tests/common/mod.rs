@@ -318,6 +318,36 @@ impl Fixture {
 }
 
 /// `registry/repo` -> the flat tree's spelling of it.
+/// `list` of a cache made from [`Fixture`] (in whatever form): every tag, in order, with its
+/// platforms.
+pub fn assert_lists_the_fixture(images: &[imager_cache::ImageInfo]) {
+    let rows: Vec<(&str, Vec<&str>)> = images
+        .iter()
+        .map(|i| {
+            let platforms = i.platforms.iter().map(String::as_str).collect();
+            (i.reference.as_str(), platforms)
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                "docker.io/library/busybox:1.36",
+                vec!["linux/amd64", "linux/arm64/v8"]
+            ),
+            ("ghcr.io/example/app:v1", vec!["linux/amd64"]),
+            (
+                "registry.example.com:5000/team/tool:latest",
+                vec!["linux/amd64"]
+            ),
+            (
+                "registry.example.com:5000/team/tool:v2",
+                vec!["linux/amd64"]
+            ),
+        ]
+    );
+}
+
 pub fn flat_repo(repo: &str) -> String {
     let (registry, rest) = repo.split_once('/').unwrap();
     let registry = match registry.rsplit_once(':') {
