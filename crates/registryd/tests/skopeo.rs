@@ -12,8 +12,8 @@ use std::path::Path;
 use common::{TestServer, demo_cache, sha256_hex};
 use imager_cache::{CreateOptions, OutputLayout, Reference};
 use imager_registry::testing::{
-    Registry, RegistryOptions, fast_retry, image, layer, noise, push_image, push_index, skopeo,
-    skopeo_raw, test_image,
+    Registry, RegistryOptions, fast_retry, push_image, push_index, skopeo, skopeo_raw, test_image,
+    two_images_sharing_a_layer,
 };
 use imager_registry::{ClientConfig, DockerConfigSource, PlatformSelection};
 
@@ -109,15 +109,7 @@ fn skopeo_gets_from_the_server_what_the_upstream_registry_served() {
     let w = work.path();
     let registry = Registry::start(RegistryOptions::default());
     let host = registry.host();
-    let shared = layer(&[("etc/shared", noise(48 << 10, 1))]);
-    let a = image(
-        "amd64",
-        vec![shared.clone(), layer(&[("bin/a", noise(96 << 10, 2))])],
-    );
-    let b = image(
-        "amd64",
-        vec![shared, layer(&[("bin/b", noise(80 << 10, 3))])],
-    );
+    let (a, b) = two_images_sharing_a_layer();
     push_image(w, &host, "test/a", "v1", &a, None);
     push_image(w, &host, "test/b", "v1", &b, None);
     push_index(

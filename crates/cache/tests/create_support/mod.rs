@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use imager_cache::{CreateOptions, OutputLayout, Reference};
 use imager_registry::testing::proxy::{FaultProxy, Seen};
 use imager_registry::testing::{
-    Blob, Registry, RegistryOptions, TestImage, fast_retry, image, layer, noise, push_image,
-    push_index, skopeo_raw, test_image,
+    Blob, Registry, RegistryOptions, TestImage, fast_retry, push_image, push_index, skopeo_raw,
+    test_image, two_images_sharing_a_layer,
 };
 use imager_registry::{ClientConfig, DockerConfigSource, PlatformSelection};
 
@@ -43,15 +43,7 @@ impl World {
         let work = tempfile::tempdir().unwrap();
         let registry = Registry::start(RegistryOptions::default());
         let host = registry.host();
-        let shared = layer(&[("etc/shared", noise(48 << 10, 1))]);
-        let a = image(
-            "amd64",
-            vec![shared.clone(), layer(&[("bin/a", noise(96 << 10, 2))])],
-        );
-        let b = image(
-            "amd64",
-            vec![shared, layer(&[("bin/b", noise(80 << 10, 3))])],
-        );
+        let (a, b) = two_images_sharing_a_layer();
         push_image(work.path(), &host, "test/a", "v1", &a, None);
         push_image(work.path(), &host, "test/b", "v1", &b, None);
         let amd64 = test_image("amd64", 64 << 10);

@@ -265,6 +265,21 @@ pub fn test_image(arch: &'static str, big: usize) -> TestImage {
     image(arch, vec![l1, l2])
 }
 
+/// Two amd64 images sharing their base layer (48 KiB) under a layer of their own (96 and 80 KiB):
+/// what makes a client fetch a shared blob once, and a cache hold it once.
+pub fn two_images_sharing_a_layer() -> (TestImage, TestImage) {
+    let shared = layer(&[("etc/shared", noise(48 << 10, 1))]);
+    let a = image(
+        "amd64",
+        vec![shared.clone(), layer(&[("bin/a", noise(96 << 10, 2))])],
+    );
+    let b = image(
+        "amd64",
+        vec![shared, layer(&[("bin/b", noise(80 << 10, 3))])],
+    );
+    (a, b)
+}
+
 /// An image for `arch` made of these layers (each with its diff ID, as [`layer`] returns them):
 /// images built from a shared layer share that blob in the registry.
 pub fn image(arch: &'static str, layers: Vec<(Blob, String)>) -> TestImage {
