@@ -49,20 +49,6 @@ pub enum Payload {
     },
 }
 
-impl Payload {
-    pub fn len(&self) -> u64 {
-        match self {
-            Self::Empty => 0,
-            Self::Bytes(b) => b.len() as u64,
-            Self::File { start, end, .. } => end - start,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// How long a client may take nothing before its connection is dropped.
 #[derive(Debug, Clone, Copy)]
 pub struct Stall(pub Duration);

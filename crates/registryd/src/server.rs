@@ -144,7 +144,10 @@ impl Server {
                 access_log: config.access_log,
                 stall: Stall(config.write_timeout),
             }),
-            max_connections: config.max_connections.max(1),
+            // At least one; at most what a semaphore (and `acquire_many`'s u32) can count.
+            max_connections: config
+                .max_connections
+                .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize)),
         })
     }
 
@@ -166,10 +169,7 @@ impl Server {
         let (stop, stopping) = watch::channel(false);
         // Each connection holds a permit: past the limit, new connections wait in the listen
         // backlog instead of each adding buffers.
-        let max = max_connections
-            .min(Semaphore::MAX_PERMITS)
-            .min(u32::MAX as usize);
-        let permits = Arc::new(Semaphore::new(max));
+        let permits = Arc::new(Semaphore::new(max_connections));
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -213,7 +213,7 @@ impl Server {
         drop(listener);
         let _ = stop.send(true);
         // Every permit back means every connection has ended.
-        let _ = tokio::time::timeout(GRACE, permits.acquire_many(max as u32)).await;
+        let _ = tokio::time::timeout(GRACE, permits.acquire_many(max_connections as u32)).await;
         Ok(())
     }
 }
