@@ -1,9 +1,7 @@
 //! sha256 content digests, the identity of every blob and manifest in a cache.
 
 use std::fmt;
-use std::fs::File;
 use std::io::{self, Read};
-use std::path::Path;
 use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256};
@@ -186,21 +184,6 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Hashes a whole file, streaming, with the caller's buffer (so parallel hashing allocates once
-/// per thread).
-pub(crate) fn hash_file_with(path: &Path, buf: &mut [u8]) -> io::Result<(Digest, u64)> {
-    let mut file = File::open(path)?;
-    let mut hasher = Hasher::default();
-    loop {
-        match file.read(buf) {
-            Ok(0) => break,
-            Ok(n) => hasher.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(hasher.finish())
-}
 
 #[cfg(test)]
 mod tests {

@@ -490,121 +490,88 @@ impl RepoDir {
     }
 }
 
-/// Enumerates a flat tree without reading file contents. Symlinks are reported, never followed.
-/// Fails only if a directory cannot be listed; anything odd inside is a [`Stray`].
-pub fn scan(root: &Path) -> Result<Inventory, FlatError> {
+/// Enumerates a flat tree on disk without reading file contents. Symlinks are reported, never
+/// followed. Fails only if a directory cannot be listed; anything odd inside is a [`Stray`].
+pub fn scan(root: &Path) -> Result<Inventory, crate::LayoutError> {
+    Ok(crate::Cache::open(root, &crate::ReadOptions::default())?.inventory())
+}
+
+/// Sorts a cache's files (flat-tree path and size) into repositories, tags, manifests and blobs;
+/// what has no place in the format becomes a [`Stray`]. Pure, linear in the number of files.
+///
+/// A manifest file is `manifests/<registry dir>/<repository…>/{reference,digest}/<name>`: the
+/// last two components say what it is and everything between the registry and them is the
+/// repository path, so repositories may nest (`a` and `a/b`) and may even have a component named
+/// `reference`.
+pub fn inventory<'a>(
+    files: impl IntoIterator<Item = (&'a str, u64)>,
+    mut strays: Vec<Stray>,
+) -> Inventory {
     let mut inv = Inventory::default();
-    for entry in list_dir(root, Path::new(""))? {
-        match (entry.kind, entry.name.as_deref()) {
-            (EntryKind::Dir, Some(BLOB_DIR)) => scan_blobs(root, &entry.rel, &mut inv)?,
-            (EntryKind::Dir, Some(MANIFESTS_DIR)) => {
-                for reg in list_dir(root, &entry.rel)? {
-                    match (reg.kind, reg.name.as_deref()) {
-                        (EntryKind::Dir, Some(name)) => {
-                            scan_repo(root, &reg.rel, name, &[], &mut inv)?;
-                        }
-                        (kind, _) => inv.strays.push(reg.stray(kind)),
-                    }
-                }
-            }
-            (kind, _) => inv.strays.push(entry.stray(kind)),
-        }
-    }
-    inv.repos.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(inv)
-}
-
-fn scan_blobs(root: &Path, rel: &Path, inv: &mut Inventory) -> Result<(), FlatError> {
-    for e in list_dir(root, rel)? {
-        match (e.kind, e.name.as_deref().and_then(Digest::from_file_name)) {
-            (EntryKind::File, Some(digest)) => inv.blobs.push(BlobFile {
-                path: e.rel,
-                digest,
-                size: e.size,
-            }),
-            (EntryKind::File, None) if e.name.is_some() => inv.strays.push(Stray {
-                kind: name_stray(e.name.as_deref()),
-                path: e.rel,
-            }),
-            (kind, _) => inv.strays.push(e.stray(kind)),
-        }
-    }
-    Ok(())
-}
-
-/// `rel` is a directory under a registry; `components` the repository path so far. A child named
-/// `reference` or `digest` holding no directories is this repository's leaf; any other child
-/// directory extends the path (repositories nest: `a` and `a/b` can both exist).
-fn scan_repo(
-    root: &Path,
-    rel: &Path,
-    registry_dir: &str,
-    components: &[String],
-    inv: &mut Inventory,
-) -> Result<(), FlatError> {
-    let mut repo = RepoDir {
-        path: rel.to_owned(),
-        registry_dir: registry_dir.to_owned(),
-        registry: registry_from_dir(registry_dir),
-        repository: components.join("/"),
-        tags: Vec::new(),
-        manifests: Vec::new(),
-    };
-    for e in list_dir(root, rel)? {
-        let Some(name) = e.name.clone() else {
-            inv.strays.push(e.stray(e.kind));
-            continue;
+    let mut repos: std::collections::BTreeMap<String, RepoDir> = Default::default();
+    for (path, size) in files {
+        let parts: Vec<&str> = path.split('/').collect();
+        let unexpected = |kind| Stray {
+            path: PathBuf::from(path),
+            kind,
         };
-        if e.kind != EntryKind::Dir {
-            inv.strays.push(e.stray(e.kind));
-            continue;
-        }
-        if !components.is_empty() && (name == REFERENCE_DIR || name == DIGEST_DIR) {
-            let children = list_dir(root, &e.rel)?;
-            if children.iter().all(|c| c.kind != EntryKind::Dir) {
-                for c in children {
-                    leaf_entry(&name, c, &mut repo, inv);
+        match parts[..] {
+            [BLOB_DIR, name] => match Digest::from_file_name(name) {
+                Some(digest) => inv.blobs.push(BlobFile {
+                    path: PathBuf::from(path),
+                    digest,
+                    size,
+                }),
+                None => strays.push(unexpected(name_stray(Some(name)))),
+            },
+            [MANIFESTS_DIR, registry_dir, ref repo @ .., leaf, name]
+                if !repo.is_empty() && (leaf == REFERENCE_DIR || leaf == DIGEST_DIR) =>
+            {
+                if name.starts_with(TEMP_PREFIX) {
+                    strays.push(unexpected(StrayKind::Unexpected));
+                    continue;
                 }
-                continue;
+                let digest = if leaf == DIGEST_DIR {
+                    match Digest::from_file_name(name) {
+                        Some(d) => Some(d),
+                        None => {
+                            strays.push(unexpected(StrayKind::NotADigestName));
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                };
+                let repository = repo.join("/");
+                let dir = format!("{MANIFESTS_DIR}/{registry_dir}/{repository}");
+                let entry = repos.entry(dir.clone()).or_insert_with(|| RepoDir {
+                    path: PathBuf::from(&dir),
+                    registry_dir: registry_dir.to_owned(),
+                    registry: registry_from_dir(registry_dir),
+                    repository,
+                    tags: Vec::new(),
+                    manifests: Vec::new(),
+                });
+                match digest {
+                    Some(digest) => entry.manifests.push(ManifestFile {
+                        path: PathBuf::from(path),
+                        digest,
+                        size,
+                    }),
+                    None => entry.tags.push(TagFile {
+                        path: PathBuf::from(path),
+                        tag: name.to_owned(),
+                        size,
+                    }),
+                }
             }
+            _ => strays.push(unexpected(StrayKind::Unexpected)),
         }
-        let mut deeper = components.to_vec();
-        deeper.push(name);
-        scan_repo(root, &e.rel, registry_dir, &deeper, inv)?;
     }
-    if !repo.tags.is_empty() || !repo.manifests.is_empty() {
-        inv.repos.push(repo);
-    }
-    Ok(())
-}
-
-fn leaf_entry(leaf: &str, c: DirEntry, repo: &mut RepoDir, inv: &mut Inventory) {
-    match (c.kind, c.name) {
-        (EntryKind::File, Some(name)) if name.starts_with(TEMP_PREFIX) => inv.strays.push(Stray {
-            path: c.rel,
-            kind: StrayKind::Unexpected,
-        }),
-        (EntryKind::File, Some(name)) if leaf == REFERENCE_DIR => repo.tags.push(TagFile {
-            path: c.rel,
-            tag: name,
-            size: c.size,
-        }),
-        (EntryKind::File, Some(name)) => match Digest::from_file_name(&name) {
-            Some(digest) => repo.manifests.push(ManifestFile {
-                path: c.rel,
-                digest,
-                size: c.size,
-            }),
-            None => inv.strays.push(Stray {
-                kind: name_stray(Some(&name)),
-                path: c.rel,
-            }),
-        },
-        (kind, _) => inv.strays.push(Stray {
-            path: c.rel,
-            kind: stray_kind(kind),
-        }),
-    }
+    inv.repos = repos.into_values().collect();
+    strays.sort_by(|a, b| a.path.cmp(&b.path));
+    inv.strays = strays;
+    inv
 }
 
 /// A file under `blob/` or `digest/` whose name is not a digest: an interrupted write's temp file
@@ -614,81 +581,6 @@ fn name_stray(name: Option<&str>) -> StrayKind {
         Some(n) if n.starts_with(TEMP_PREFIX) => StrayKind::Unexpected,
         _ => StrayKind::NotADigestName,
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EntryKind {
-    File,
-    Dir,
-    Symlink,
-    Special,
-    /// A UTF-8 name is required for everything but reporting.
-    NonUtf8,
-}
-
-fn stray_kind(kind: EntryKind) -> StrayKind {
-    match kind {
-        EntryKind::File | EntryKind::Dir => StrayKind::Unexpected,
-        EntryKind::Symlink => StrayKind::Symlink,
-        EntryKind::Special => StrayKind::Special,
-        EntryKind::NonUtf8 => StrayKind::NonUtf8Name,
-    }
-}
-
-#[derive(Debug)]
-struct DirEntry {
-    rel: PathBuf,
-    name: Option<String>,
-    kind: EntryKind,
-    size: u64,
-}
-
-impl DirEntry {
-    fn stray(&self, kind: EntryKind) -> Stray {
-        Stray {
-            path: self.rel.clone(),
-            kind: stray_kind(kind),
-        }
-    }
-}
-
-/// A directory's entries, sorted by name so reports and listings are stable.
-fn list_dir(root: &Path, rel: &Path) -> Result<Vec<DirEntry>, FlatError> {
-    let dir = root.join(rel);
-    let read_err = |source| FlatError::Read {
-        path: dir.clone(),
-        source,
-    };
-    let mut out = Vec::new();
-    for entry in fs::read_dir(&dir).map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
-        // DirEntry::metadata does not follow symlinks.
-        let meta = entry.metadata().map_err(|source| FlatError::Read {
-            path: entry.path(),
-            source,
-        })?;
-        let ft = meta.file_type();
-        let name = entry.file_name().into_string().ok();
-        let kind = if ft.is_symlink() {
-            EntryKind::Symlink
-        } else if name.is_none() {
-            EntryKind::NonUtf8
-        } else if ft.is_dir() {
-            EntryKind::Dir
-        } else if ft.is_file() {
-            EntryKind::File
-        } else {
-            EntryKind::Special
-        };
-        out.push(DirEntry {
-            rel: rel.join(entry.file_name()),
-            name,
-            kind,
-            size: meta.len(),
-        });
-    }
-    out.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(out)
 }
 
 #[cfg(test)]

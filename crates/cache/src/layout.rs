@@ -1,31 +1,29 @@
-//! The input forms of a cache, each normalized into a flat tree ([`materialize`]):
+//! Reading OCI image layouts for the cache model ([`crate::model`]):
 //!
-//! - **flat**: a directory with `manifests/` and/or `blob/` (and no `oci-layout`): used in place.
 //! - **oci-wrapped**: an OCI image layout whose image(s) have one tar layer holding a flat tree,
 //!   as `talosctl images cache-create --layout oci` writes it (one image per platform is also
-//!   accepted); the image for the requested platform is unpacked, safely ([`crate::unpack`]).
+//!   accepted); the image for the requested platform is read in place.
 //! - **oci-layout**: a plain OCI image layout with one or many named images, as `skopeo copy ...
-//!   oci:DIR:NAME`, oras, regctl, crane or containerd write it; manifests and blobs are copied into
-//!   the flat tree, byte for byte, every digest and size checked.
+//!   oci:DIR:NAME`, oras, regctl, crane or containerd write it; its manifests and blobs are named
+//!   by their flat-tree paths, every manifest's digest and every blob's size checked.
 //!
 //! What tells the two OCI forms apart is content, not annotations: a layout is oci-wrapped when
 //! every image it holds has exactly one layer and that layer's first tar entries are under
 //! `blob/` or `manifests/`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use tempfile::TempDir;
 
 use crate::Platform;
-use crate::digest::{Digest, HashingReader};
-use crate::flat::{self, FlatError, FlatWriter, read_capped};
+use crate::digest::Digest;
+use crate::flat::{FlatError, read_capped};
 use crate::manifest::{self, Descriptor, ImageManifest, Manifest, ManifestError};
-use crate::par;
 use crate::reference::{ImageName, Reference, ReferenceError, is_tag};
-use crate::unpack::{self, UnpackError};
+use crate::tar_layer::TarLayerError;
+use crate::unpack;
 
 /// The annotation OCI layouts name images with: a full reference or a bare tag.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -36,7 +34,7 @@ pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// wrong file cannot be read whole.
 const MAX_INDEX_JSON: u64 = 64 << 20;
 /// Indexes of indexes exist (rarely two levels); deeper is a loop or an attack.
-const MAX_NESTING: usize = 8;
+pub(crate) const MAX_NESTING: usize = 8;
 
 /// How to read a cache.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +54,7 @@ pub enum InputForm {
     Flat,
     OciWrapped,
     OciLayout,
+    Iso,
 }
 
 impl std::fmt::Display for InputForm {
@@ -64,35 +63,8 @@ impl std::fmt::Display for InputForm {
             Self::Flat => "flat tree",
             Self::OciWrapped => "OCI layout wrapping a flat tree",
             Self::OciLayout => "OCI image layout",
+            Self::Iso => "ISO 9660 image",
         })
-    }
-}
-
-/// A flat tree ready to use: the input itself, or a directory made under the scratch directory,
-/// which is removed when this value is dropped (unless [`FlatCache::keep`] is called).
-#[derive(Debug)]
-pub struct FlatCache {
-    root: PathBuf,
-    form: InputForm,
-    scratch: Option<TempDir>,
-}
-
-impl FlatCache {
-    /// The flat tree's root (what goes under `imagecache/`).
-    pub fn path(&self) -> &Path {
-        &self.root
-    }
-
-    pub fn form(&self) -> InputForm {
-        self.form
-    }
-
-    /// Keeps a converted tree on disk after this value is dropped; returns its root.
-    pub fn keep(mut self) -> PathBuf {
-        if let Some(dir) = self.scratch.take() {
-            let _ = dir.keep();
-        }
-        self.root.clone()
     }
 }
 
@@ -192,88 +164,28 @@ pub enum LayoutError {
     MixedWrapped { layout: PathBuf },
     #[error("OCI layout {layout}: image indexes nest deeper than {MAX_NESTING} levels at {digest}")]
     Nesting { layout: PathBuf, digest: Digest },
-    #[error("unpacking the cache layer {layer}")]
-    Unpack {
+    #[error("cache layer {digest} ({layer})")]
+    Layer {
         layer: PathBuf,
+        digest: Digest,
         #[source]
-        source: UnpackError,
+        source: TarLayerError,
     },
-    #[error("scratch directory {path}")]
-    Scratch {
+    #[error("{input}: the cache path {path} appears twice")]
+    DuplicatePath { input: PathBuf, path: String },
+    #[error("image {path}")]
+    Iso {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: Box<imager_iso::IsoError>,
     },
+    #[error("image {path}: an ISO 9660 image without an imagecache/ directory")]
+    NoCacheDir { path: PathBuf },
     #[error(transparent)]
     Flat(#[from] FlatError),
 }
 
 type Result<T, E = LayoutError> = std::result::Result<T, E>;
-
-/// Turns any accepted input into a flat tree: a flat tree is used in place; OCI layouts are
-/// converted into a new directory under `scratch_dir` (created if missing) that lives as long as
-/// the returned value.
-pub fn materialize(input: &Path, opts: &ReadOptions, scratch_dir: &Path) -> Result<FlatCache> {
-    let prefix = match &opts.ref_prefix {
-        Some(p) => Some(ImageName::parse(p).map_err(|source| LayoutError::Prefix {
-            prefix: p.clone(),
-            source: Box::new(source),
-        })?),
-        None => None,
-    };
-    let meta = fs::metadata(input).map_err(|source| LayoutError::Open {
-        path: input.to_owned(),
-        source,
-    })?;
-    if !meta.is_dir() {
-        return Err(LayoutError::Open {
-            path: input.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
-        });
-    }
-    if !input.join("oci-layout").exists() {
-        if input.join(flat::MANIFESTS_DIR).is_dir() || input.join(flat::BLOB_DIR).is_dir() {
-            return Ok(FlatCache {
-                root: input.to_owned(),
-                form: InputForm::Flat,
-                scratch: None,
-            });
-        }
-        return Err(LayoutError::NotACache {
-            path: input.to_owned(),
-        });
-    }
-
-    let layout = OciLayout::open(input)?;
-    fs::create_dir_all(scratch_dir).map_err(|source| LayoutError::Scratch {
-        path: scratch_dir.to_owned(),
-        source,
-    })?;
-    let scratch = tempfile::Builder::new()
-        .prefix("imagecache-")
-        .tempdir_in(scratch_dir)
-        .map_err(|source| LayoutError::Scratch {
-            path: scratch_dir.to_owned(),
-            source,
-        })?;
-    let root = scratch.path().to_owned();
-    let form = match layout.wrapped_candidates()? {
-        Some(candidates) => {
-            layout.unpack_wrapped(&candidates, &opts.platform, &root)?;
-            InputForm::OciWrapped
-        }
-        None => {
-            let images = name_descriptors(&layout.path, &layout.index.manifests, prefix.as_ref())?;
-            layout.copy_images(&images, &root)?;
-            InputForm::OciLayout
-        }
-    };
-    Ok(FlatCache {
-        root,
-        form,
-        scratch: Some(scratch),
-    })
-}
 
 #[derive(Deserialize)]
 struct OciLayoutFile {
@@ -282,24 +194,24 @@ struct OciLayoutFile {
 }
 
 #[derive(Debug, Deserialize)]
-struct IndexJson {
+pub(crate) struct IndexJson {
     #[serde(default)]
-    manifests: Vec<Descriptor>,
+    pub(crate) manifests: Vec<Descriptor>,
 }
 
-struct OciLayout {
-    path: PathBuf,
-    index: IndexJson,
+pub(crate) struct OciLayout {
+    pub(crate) path: PathBuf,
+    pub(crate) index: IndexJson,
 }
 
 /// An image of a wrapped-cache layout.
-struct Candidate {
-    platform: Option<Platform>,
-    manifest: ImageManifest,
+pub(crate) struct Candidate {
+    pub(crate) platform: Option<Platform>,
+    pub(crate) manifest: ImageManifest,
 }
 
 impl OciLayout {
-    fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
         let layout_file = path.join("oci-layout");
         let bytes = read_capped(&layout_file)?;
         let v: OciLayoutFile =
@@ -340,16 +252,16 @@ impl OciLayout {
         })
     }
 
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
+    pub(crate) fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.path.join("blobs/sha256").join(digest.hex())
     }
 
-    fn has_blob(&self, digest: &Digest) -> bool {
+    pub(crate) fn has_blob(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()
     }
 
     /// Reads a manifest blob, checking it against its descriptor.
-    fn read_manifest(&self, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
+    pub(crate) fn read_manifest(&self, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
         let path = self.blob_path(&desc.digest);
         if !path.is_file() {
             return Err(LayoutError::MissingBlob {
@@ -379,7 +291,7 @@ impl OciLayout {
         Ok(bytes)
     }
 
-    fn parse(&self, bytes: &[u8], desc: &Descriptor, what: &str) -> Result<Manifest> {
+    pub(crate) fn parse(&self, bytes: &[u8], desc: &Descriptor, what: &str) -> Result<Manifest> {
         manifest::parse(bytes).map_err(|source| LayoutError::Manifest {
             path: self.path.clone(),
             what: what.to_owned(),
@@ -389,7 +301,7 @@ impl OciLayout {
     }
 
     /// The layout's images if it is an oci-wrapped cache, `None` if it is a plain layout.
-    fn wrapped_candidates(&self) -> Result<Option<Vec<Candidate>>> {
+    pub(crate) fn wrapped_candidates(&self) -> Result<Option<Vec<Candidate>>> {
         let mut images: Vec<(Option<Platform>, Descriptor)> = Vec::new();
         for desc in &self.index.manifests {
             let bytes = self.read_manifest(desc, "manifest")?;
@@ -436,61 +348,23 @@ impl OciLayout {
         }
     }
 
-    fn unpack_wrapped(
-        &self,
-        candidates: &[Candidate],
-        wanted: &Platform,
-        root: &Path,
-    ) -> Result<()> {
+    /// Which candidate holds the cache for `wanted`: the one whose platform matches (the
+    /// index.json descriptor's, else its config's), or the only one whatever it says (its content
+    /// does not depend on it; upstream fails here with "no OCI image found for arm64").
+    pub(crate) fn choose_wrapped(&self, candidates: &[Candidate], wanted: &Platform) -> Result<usize> {
         let mut platforms = Vec::with_capacity(candidates.len());
         for c in candidates {
-            // Upstream puts the platform on the index.json descriptor; fall back to the config.
             let platform = match &c.platform {
                 Some(p) => Some(p.clone()),
                 None => self.config_platform(&c.manifest),
             };
             platforms.push(platform);
         }
-        let chosen =
-            choose_platform(&platforms, wanted).map_err(|available| LayoutError::NoPlatform {
-                layout: self.path.clone(),
-                wanted: wanted.clone(),
-                available,
-            })?;
-        let layer = &candidates[chosen].manifest.layers[0];
-        let layer_path = self.blob_path(&layer.digest);
-        let file = File::open(&layer_path).map_err(|source| FlatError::Read {
-            path: layer_path.clone(),
-            source,
-        })?;
-        let mut hashing = HashingReader::new(file);
-        unpack::unpack_layer(&mut hashing, root).map_err(|source| LayoutError::Unpack {
-            layer: layer_path.clone(),
-            source,
-        })?;
-        let (actual, size) = hashing.finish().map_err(|source| FlatError::Read {
-            path: layer_path.clone(),
-            source,
-        })?;
-        // Checked after unpacking (one pass over the layer); a mismatch fails the whole
-        // materialization and the scratch tree is removed with it.
-        if size != layer.size {
-            return Err(FlatError::SizeMismatch {
-                path: layer_path,
-                expected: layer.size,
-                actual: size,
-            }
-            .into());
-        }
-        if actual != layer.digest {
-            return Err(FlatError::DigestMismatch {
-                path: layer_path,
-                expected: layer.digest,
-                actual,
-            }
-            .into());
-        }
-        Ok(())
+        choose_platform(&platforms, wanted).map_err(|available| LayoutError::NoPlatform {
+            layout: self.path.clone(),
+            wanted: wanted.clone(),
+            available,
+        })
     }
 
     fn config_platform(&self, m: &ImageManifest) -> Option<Platform> {
@@ -498,106 +372,6 @@ impl OciLayout {
         manifest::config_platform(&bytes)
     }
 
-    fn copy_images(&self, images: &[NamedImage], root: &Path) -> Result<()> {
-        let mut copier = Copier {
-            layout: self,
-            writer: FlatWriter::create(root)?,
-            blobs: Vec::new(),
-            seen_blobs: HashSet::new(),
-            manifests: HashSet::new(),
-        };
-        for image in images {
-            let what = image.to_string();
-            let bytes = self.read_manifest(&image.descriptor, &what)?;
-            copier.manifest_tree(&image.name, &image.descriptor, &bytes, &what, 0)?;
-            if let Some(tag) = &image.tag {
-                copier.writer.write_tag(&image.name, tag, &bytes)?;
-            }
-        }
-        // Manifests first (small, and they say which blobs exist), then the blobs, in parallel:
-        // hashing them is the cost of a conversion.
-        let writer = &copier.writer;
-        par::map(&copier.blobs, |(digest, size, src)| {
-            writer.copy_blob(digest, *size, src)
-        })
-        .into_iter()
-        .try_for_each(|r| r.map(drop))?;
-        Ok(())
-    }
-}
-
-/// Copies the manifests of a plain layout into a flat tree and lists the blobs to copy, each
-/// distinct one once.
-struct Copier<'a> {
-    layout: &'a OciLayout,
-    writer: FlatWriter,
-    blobs: Vec<(Digest, u64, PathBuf)>,
-    seen_blobs: HashSet<Digest>,
-    manifests: HashSet<(ImageName, Digest)>,
-}
-
-impl Copier<'_> {
-    fn manifest_tree(
-        &mut self,
-        name: &ImageName,
-        desc: &Descriptor,
-        bytes: &[u8],
-        what: &str,
-        depth: usize,
-    ) -> Result<()> {
-        if !self.manifests.insert((name.clone(), desc.digest)) {
-            return Ok(());
-        }
-        if depth > MAX_NESTING {
-            return Err(LayoutError::Nesting {
-                layout: self.layout.path.clone(),
-                digest: desc.digest,
-            });
-        }
-        self.writer.write_manifest(name, &desc.digest, bytes)?;
-        match self
-            .layout
-            .parse(bytes, desc, &format!("manifest of {what}"))?
-        {
-            Manifest::Index(index) => {
-                // Kept whole; only the children the layout holds are copied (a layout made for
-                // some platforms lacks the others, as a cache does).
-                for child in &index.manifests {
-                    if !self.layout.has_blob(&child.digest) {
-                        continue;
-                    }
-                    let child_what = match &child.platform {
-                        Some(p) => format!("{what} ({p})"),
-                        None => format!("{what} (child {})", child.digest),
-                    };
-                    let child_bytes = self.layout.read_manifest(child, &child_what)?;
-                    self.manifest_tree(name, child, &child_bytes, &child_what, depth + 1)?;
-                }
-            }
-            Manifest::Image(m) => {
-                for (i, blob) in m.blobs().enumerate() {
-                    if !self.seen_blobs.insert(blob.digest) {
-                        continue;
-                    }
-                    let src = self.layout.blob_path(&blob.digest);
-                    if !src.is_file() {
-                        let part = if i == 0 {
-                            "config".to_owned()
-                        } else {
-                            format!("layer {i}")
-                        };
-                        return Err(LayoutError::MissingBlob {
-                            layout: self.layout.path.clone(),
-                            what: format!("{part} of {what}"),
-                            digest: blob.digest,
-                        });
-                    }
-                    self.blobs.push((blob.digest, blob.size, src));
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 /// A top-level image of a plain layout, with the name it is stored under.
@@ -712,7 +486,7 @@ pub(crate) fn choose_platform(
     {
         return Ok(i);
     }
-    if let [None] = platforms {
+    if platforms.len() == 1 {
         return Ok(0);
     }
     let available: Vec<String> = platforms

@@ -7,8 +7,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::digest::Digest;
-use crate::flat::{self, FlatError, RepoDir, read_capped};
+use crate::flat::{self, RepoDir};
 use crate::manifest::{self, Manifest};
+use crate::model::Cache;
+use crate::{LayoutError, ReadOptions};
 
 /// One image of a cache.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,10 +31,31 @@ pub struct ImageInfo {
     pub size: u64,
 }
 
-/// Lists the images of a flat tree. Best effort over a damaged tree: what is missing is left
-/// out of platforms and sizes; `verify` reports it.
-pub fn list_flat(root: &Path) -> Result<Vec<ImageInfo>, FlatError> {
-    let inv = flat::scan(root)?;
+/// Lists the images of a flat tree on disk ([`list`] of the cache opened there).
+pub fn list_flat(root: &Path) -> Result<Vec<ImageInfo>, LayoutError> {
+    list(&Cache::open(root, &ReadOptions::default())?)
+}
+
+/// Lists the images of a cache in any form, in place. Best effort over a damaged cache: what is
+/// missing is left out of platforms and sizes; `verify` reports it.
+pub fn list(cache: &Cache) -> Result<Vec<ImageInfo>, LayoutError> {
+    let inv = cache.inventory();
+    let no_hash = |_: &crate::model::Entry| false;
+    let mut files = cache
+        .load(&|e| e.path.starts_with("manifests/"), &no_hash)?
+        .small;
+    // The configs of the cached image manifests (for single-platform images' platforms): a
+    // second read, of small blobs only.
+    let mut configs = HashSet::new();
+    for bytes in files.values().flatten() {
+        if let Ok(Manifest::Image(img)) = manifest::parse(bytes) {
+            configs.insert(flat::blob_path(&img.config.digest).to_string_lossy().into_owned());
+        }
+    }
+    files.extend(cache.load(&|e| configs.contains(&e.path), &no_hash)?.small);
+    let read = |p: &Path| -> Option<Vec<u8>> {
+        files.get(p.to_string_lossy().as_ref())?.as_ref().ok().cloned()
+    };
     let blob_sizes: HashMap<Digest, u64> = inv.blobs.iter().map(|b| (b.digest, b.size)).collect();
     let mut out = Vec::new();
     for repo in &inv.repos {
@@ -40,7 +63,7 @@ pub fn list_flat(root: &Path) -> Result<Vec<ImageInfo>, FlatError> {
         if repo.image_name().is_err() {
             continue;
         }
-        list_repo(root, repo, &blob_sizes, &mut out);
+        list_repo(&read, repo, &blob_sizes, &mut out);
     }
     out.sort_by(|a, b| {
         (&a.registry, &a.repository, &a.tag, a.digest).cmp(&(
@@ -54,7 +77,7 @@ pub fn list_flat(root: &Path) -> Result<Vec<ImageInfo>, FlatError> {
 }
 
 struct Repo<'a> {
-    root: &'a Path,
+    read: &'a dyn Fn(&Path) -> Option<Vec<u8>>,
     dir: &'a RepoDir,
     blob_sizes: &'a HashMap<Digest, u64>,
     manifests: HashMap<Digest, (u64, Option<Manifest>)>,
@@ -101,9 +124,7 @@ impl Repo<'_> {
                     }
                     Manifest::Image(img) => {
                         size += self.blobs_size(img, &mut seen_blobs);
-                        let config = self.root.join(flat::blob_path(&img.config.digest));
-                        if let Some(p) = read_capped(&config)
-                            .ok()
+                        if let Some(p) = (self.read)(&flat::blob_path(&img.config.digest))
                             .and_then(|b| manifest::config_platform(&b))
                         {
                             platforms.insert(p.to_string());
@@ -139,7 +160,7 @@ impl Repo<'_> {
 }
 
 fn list_repo(
-    root: &Path,
+    read: &dyn Fn(&Path) -> Option<Vec<u8>>,
     dir: &RepoDir,
     blob_sizes: &HashMap<Digest, u64>,
     out: &mut Vec<ImageInfo>,
@@ -148,14 +169,12 @@ fn list_repo(
         .manifests
         .iter()
         .map(|m| {
-            let parsed = read_capped(&root.join(&m.path))
-                .ok()
-                .and_then(|b| manifest::parse(&b).ok());
+            let parsed = read(&m.path).and_then(|b| manifest::parse(&b).ok());
             (m.digest, (m.size, parsed))
         })
         .collect();
     let repo = Repo {
-        root,
+        read,
         dir,
         blob_sizes,
         manifests,
@@ -163,7 +182,7 @@ fn list_repo(
 
     let mut roots_named: HashSet<Digest> = HashSet::new();
     for t in &dir.tags {
-        let Ok(bytes) = read_capped(&root.join(&t.path)) else {
+        let Some(bytes) = read(&t.path) else {
             continue;
         };
         let digest = Digest::of(&bytes);

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::digest::{self, BUF_SIZE, Digest};
-use crate::flat::{self, BlobFile, FlatError, Inventory, RepoDir, StrayKind, read_capped};
+use crate::digest::Digest;
+use crate::flat::{self, FlatError, Inventory, RepoDir, StrayKind};
 use crate::manifest::{self, MAX_MANIFEST_SIZE, Manifest};
-use crate::par;
+use crate::model::{Cache, Loaded};
 use crate::reference::validate_tag;
+use crate::{LayoutError, ReadOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -128,10 +129,20 @@ impl VerifyReport {
     }
 }
 
-/// Verifies a flat tree. Fails only if the tree cannot be listed; everything wrong inside it is a
-/// [`Problem`] in the report.
-pub fn verify_flat(root: &Path) -> Result<VerifyReport, FlatError> {
-    let inv = flat::scan(root)?;
+/// Verifies a flat tree on disk ([`verify`] of the cache opened there).
+pub fn verify_flat(root: &Path) -> Result<VerifyReport, LayoutError> {
+    verify(&Cache::open(root, &ReadOptions::default())?)
+}
+
+/// Verifies a cache in any form, in place: every blob re-hashed (on every core, or in one pass
+/// over a compressed layer), every manifest hashed and parsed. Fails only if the cache cannot be
+/// read at all; everything wrong inside it is a [`Problem`] in the report.
+pub fn verify(cache: &Cache) -> Result<VerifyReport, LayoutError> {
+    let inv = cache.inventory();
+    let loaded = cache.load(
+        &|e| e.path.starts_with("manifests/"),
+        &|e| e.path.starts_with("blob/"),
+    )?;
     let mut report = VerifyReport::default();
 
     for s in &inv.strays {
@@ -148,10 +159,10 @@ pub fn verify_flat(root: &Path) -> Result<VerifyReport, FlatError> {
         report.push(kind, &s.path, detail);
     }
 
-    let blobs = check_blobs(root, &inv, &mut report);
+    let blobs = check_blobs(&loaded, &inv, &mut report);
     let mut referenced: HashSet<Digest> = HashSet::new();
     for repo in &inv.repos {
-        check_repo(root, repo, &blobs, &mut referenced, &mut report);
+        check_repo(&loaded, repo, &blobs, &mut referenced, &mut report);
     }
     for b in &inv.blobs {
         if !referenced.contains(&b.digest) {
@@ -180,40 +191,33 @@ pub fn verify_flat(root: &Path) -> Result<VerifyReport, FlatError> {
     Ok(report)
 }
 
-/// Re-hashes every blob, on every core. Returns the sizes
-/// of the blobs present, by digest.
-fn check_blobs(root: &Path, inv: &Inventory, report: &mut VerifyReport) -> HashMap<Digest, u64> {
-    let results = hash_all(root, &inv.blobs);
+/// Checks every blob's hash against its name. Returns the sizes of the blobs present, by digest.
+fn check_blobs(loaded: &Loaded, inv: &Inventory, report: &mut VerifyReport) -> HashMap<Digest, u64> {
     let mut present = HashMap::new();
-    for (b, result) in inv.blobs.iter().zip(results) {
-        match result {
-            Ok((actual, size)) => {
+    for b in &inv.blobs {
+        let key = b.path.to_string_lossy();
+        match loaded.hashes.get(key.as_ref()) {
+            Some(Ok((actual, size))) => {
                 report.blobs += 1;
                 report.blob_bytes += size;
-                if actual != b.digest {
+                if *actual != b.digest {
                     report.push(
                         ProblemKind::BlobDigestMismatch,
                         &b.path,
                         format!("content hashes to {actual}"),
                     );
                 }
-                present.insert(b.digest, size);
+                present.insert(b.digest, *size);
             }
-            Err(e) => report.push(ProblemKind::Unreadable, &b.path, e.to_string()),
+            Some(Err(e)) => report.push(ProblemKind::Unreadable, &b.path, e.to_string()),
+            None => report.push(ProblemKind::Unreadable, &b.path, "not read"),
         }
     }
     present
 }
 
-fn hash_all(root: &Path, blobs: &[BlobFile]) -> Vec<std::io::Result<(Digest, u64)>> {
-    par::map(blobs, |b| {
-        let mut buf = vec![0u8; BUF_SIZE];
-        digest::hash_file_with(&root.join(&b.path), &mut buf)
-    })
-}
-
 fn check_repo(
-    root: &Path,
+    loaded: &Loaded,
     repo: &RepoDir,
     blobs: &HashMap<Digest, u64>,
     referenced: &mut HashSet<Digest>,
@@ -241,7 +245,7 @@ fn check_repo(
         report.manifests += 1;
         report.manifest_bytes += m.size;
         sizes.insert(m.digest, m.size);
-        let bytes = match read_manifest(root, &m.path, report) {
+        let bytes = match read_manifest(loaded, &m.path, report) {
             Some(b) => b,
             None => {
                 parsed.insert(m.digest, (&m.path, None));
@@ -276,7 +280,7 @@ fn check_repo(
                 format!("{:?} is not a valid tag", t.tag),
             );
         }
-        let Some(bytes) = read_manifest(root, &t.path, report) else {
+        let Some(bytes) = read_manifest(loaded, &t.path, report) else {
             continue;
         };
         let d = Digest::of(&bytes);
@@ -351,10 +355,15 @@ fn check_repo(
 }
 
 /// Reads a manifest-sized file, reporting (not failing) when it cannot be.
-fn read_manifest(root: &Path, rel: &Path, report: &mut VerifyReport) -> Option<Vec<u8>> {
-    match read_capped(&root.join(rel)) {
-        Ok(b) => Some(b),
+fn read_manifest(loaded: &Loaded, rel: &Path, report: &mut VerifyReport) -> Option<Vec<u8>> {
+    let Some(read) = loaded.small.get(rel.to_string_lossy().as_ref()) else {
+        report.push(ProblemKind::Unreadable, rel, "not read");
+        return None;
+    };
+    match read {
+        Ok(b) => Some(b.clone()),
         Err(FlatError::ManifestTooLarge { size, .. }) => {
+            let size = *size;
             report.push(
                 ProblemKind::ManifestTooLarge,
                 rel,
@@ -363,7 +372,7 @@ fn read_manifest(root: &Path, rel: &Path, report: &mut VerifyReport) -> Option<V
             None
         }
         Err(e) => {
-            report.push(ProblemKind::Unreadable, rel, error_chain(&e));
+            report.push(ProblemKind::Unreadable, rel, error_chain(e));
             None
         }
     }
