@@ -184,7 +184,6 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

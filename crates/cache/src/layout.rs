@@ -351,7 +351,11 @@ impl OciLayout {
     /// Which candidate holds the cache for `wanted`: the one whose platform matches (the
     /// index.json descriptor's, else its config's), or the only one whatever it says (its content
     /// does not depend on it; upstream fails here with "no OCI image found for arm64").
-    pub(crate) fn choose_wrapped(&self, candidates: &[Candidate], wanted: &Platform) -> Result<usize> {
+    pub(crate) fn choose_wrapped(
+        &self,
+        candidates: &[Candidate],
+        wanted: &Platform,
+    ) -> Result<usize> {
         let mut platforms = Vec::with_capacity(candidates.len());
         for c in candidates {
             let platform = match &c.platform {
@@ -371,7 +375,6 @@ impl OciLayout {
         let bytes = read_capped(&self.blob_path(&m.config.digest)).ok()?;
         manifest::config_platform(&bytes)
     }
-
 }
 
 /// A top-level image of a plain layout, with the name it is stored under.

@@ -23,7 +23,6 @@ pub mod tar_layer;
 pub mod unpack;
 pub mod verify;
 
-
 pub use create::{CreateError, CreateOptions, CreateProgress, Created, OutputLayout, create};
 pub use digest::{Digest, DigestError};
 pub use flat::{FlatError, FlatWriter};
@@ -34,4 +33,3 @@ pub use list::{ImageInfo, list, list_flat};
 pub use model::{Cache, Entry, Location};
 pub use reference::{ImageName, Reference, ReferenceError};
 pub use verify::{Problem, ProblemKind, Severity, VerifyReport, verify, verify_flat};
-

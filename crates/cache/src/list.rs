@@ -49,12 +49,20 @@ pub fn list(cache: &Cache) -> Result<Vec<ImageInfo>, LayoutError> {
     let mut configs = HashSet::new();
     for bytes in files.values().flatten() {
         if let Ok(Manifest::Image(img)) = manifest::parse(bytes) {
-            configs.insert(flat::blob_path(&img.config.digest).to_string_lossy().into_owned());
+            configs.insert(
+                flat::blob_path(&img.config.digest)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
     }
     files.extend(cache.load(&|e| configs.contains(&e.path), &no_hash)?.small);
     let read = |p: &Path| -> Option<Vec<u8>> {
-        files.get(p.to_string_lossy().as_ref())?.as_ref().ok().cloned()
+        files
+            .get(p.to_string_lossy().as_ref())?
+            .as_ref()
+            .ok()
+            .cloned()
     };
     let blob_sizes: HashMap<Digest, u64> = inv.blobs.iter().map(|b| (b.digest, b.size)).collect();
     let mut out = Vec::new();

@@ -379,7 +379,9 @@ impl Read for EntryReader {
                 self.done = 0;
                 continue;
             }
-            let want = buf.len().min(usize::try_from(len - self.done).unwrap_or(usize::MAX));
+            let want = buf
+                .len()
+                .min(usize::try_from(len - self.done).unwrap_or(usize::MAX));
             let n = self.file.read_at(&mut buf[..want], offset + self.done)?;
             if n == 0 {
                 return Err(io::Error::new(
@@ -677,10 +679,12 @@ fn open_wrapped(
         .into());
     }
     let mut head = [0u8; 8];
-    let n = file.read_at(&mut head, 0).map_err(|source| FlatError::Read {
-        path: blob.clone(),
-        source,
-    })?;
+    let n = file
+        .read_at(&mut head, 0)
+        .map_err(|source| FlatError::Read {
+            path: blob.clone(),
+            source,
+        })?;
     let compression = tar_layer::sniff(&head[..n]);
     let (entries, stream) = match compression {
         Compression::None => {

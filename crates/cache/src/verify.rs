@@ -139,10 +139,9 @@ pub fn verify_flat(root: &Path) -> Result<VerifyReport, LayoutError> {
 /// read at all; everything wrong inside it is a [`Problem`] in the report.
 pub fn verify(cache: &Cache) -> Result<VerifyReport, LayoutError> {
     let inv = cache.inventory();
-    let loaded = cache.load(
-        &|e| e.path.starts_with("manifests/"),
-        &|e| e.path.starts_with("blob/"),
-    )?;
+    let loaded = cache.load(&|e| e.path.starts_with("manifests/"), &|e| {
+        e.path.starts_with("blob/")
+    })?;
     let mut report = VerifyReport::default();
 
     for s in &inv.strays {
@@ -192,7 +191,11 @@ pub fn verify(cache: &Cache) -> Result<VerifyReport, LayoutError> {
 }
 
 /// Checks every blob's hash against its name. Returns the sizes of the blobs present, by digest.
-fn check_blobs(loaded: &Loaded, inv: &Inventory, report: &mut VerifyReport) -> HashMap<Digest, u64> {
+fn check_blobs(
+    loaded: &Loaded,
+    inv: &Inventory,
+    report: &mut VerifyReport,
+) -> HashMap<Digest, u64> {
     let mut present = HashMap::new();
     for b in &inv.blobs {
         let key = b.path.to_string_lossy();

@@ -2,14 +2,14 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Read as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use imager_cache::create::{ImageSummary, PlannedBlob};
-use imager_cache::{CreateOptions, CreateProgress, FlatCache, OutputLayout, ReadOptions};
+use imager_cache::{Cache, CreateOptions, CreateProgress, OutputLayout, ReadOptions};
 use imager_registry::{ClientConfig, Digest, PlatformSelection, Progress};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -107,45 +107,19 @@ pub fn run(cmd: CacheCommand) -> Result<()> {
     }
 }
 
-/// The input as a flat tree: an ISO's `imagecache/` is read out into a temp directory, other forms
-/// are handed to `imager-cache`. The returned guards remove any temp data when dropped.
-fn open(args: &InputArgs) -> Result<(FlatCache, Option<tempfile::TempDir>)> {
-    let scratch = tempfile::Builder::new()
-        .prefix("imager-cache-")
-        .tempdir()
-        .context("creating a temp directory")?;
-    let input = if is_iso(&args.path)? {
-        let dest = scratch.path().join("imagecache");
-        imager_iso::extract_dir(&args.path, "/imagecache", &dest)
-            .with_context(|| format!("reading the cache out of {}", args.path.display()))?;
-        dest
-    } else {
-        args.path.clone()
-    };
+/// Opens the input in place, whatever its form (flat tree, OCI layout, a built ISO).
+fn open(args: &InputArgs) -> Result<Cache> {
     let opts = ReadOptions {
         platform: imager_cache::Platform::parse(&args.platform)
             .with_context(|| format!("--platform {}", args.platform))?,
         ref_prefix: args.image_cache_ref_prefix.clone(),
     };
-    let cache = imager_cache::materialize(&input, &opts, scratch.path())?;
-    Ok((cache, Some(scratch)))
-}
-
-/// An ISO 9660 image has `CD001` in its first volume descriptor, at byte 32769.
-fn is_iso(path: &Path) -> Result<bool> {
-    use std::os::unix::fs::FileExt;
-    let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
-    if !meta.is_file() {
-        return Ok(false);
-    }
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut magic = [0u8; 5];
-    Ok(file.read_exact_at(&mut magic, 32769).is_ok() && &magic == b"CD001")
+    Cache::open(&args.path, &opts).with_context(|| format!("reading {}", args.path.display()))
 }
 
 fn verify(args: &InputArgs) -> Result<()> {
-    let (cache, _scratch) = open(args)?;
-    let report = imager_cache::verify_flat(cache.path())?;
+    let cache = open(args)?;
+    let report = imager_cache::verify(&cache)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -171,8 +145,8 @@ fn verify(args: &InputArgs) -> Result<()> {
 }
 
 fn list(args: &InputArgs) -> Result<()> {
-    let (cache, _scratch) = open(args)?;
-    let images = imager_cache::list_flat(cache.path())?;
+    let cache = open(args)?;
+    let images = imager_cache::list(&cache)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&images)?);
         return Ok(());
@@ -449,8 +423,6 @@ pub struct ServeArgs {
 
 fn serve(args: ServeArgs) -> Result<()> {
     use imager_registryd::{Config, Server, TlsFiles, mirror};
-    // Every input as a flat tree; the guards keep converted copies until the server stops.
-    let mut guards = Vec::new();
     let mut roots = Vec::new();
     for path in &args.image_cache_path {
         let input = InputArgs {
@@ -459,9 +431,15 @@ fn serve(args: ServeArgs) -> Result<()> {
             image_cache_ref_prefix: args.image_cache_ref_prefix.clone(),
             json: false,
         };
-        let (cache, scratch) = open(&input)?;
-        roots.push(cache.path().to_owned());
-        guards.push((cache, scratch));
+        let cache = open(&input)?;
+        if cache.form() != imager_cache::InputForm::Flat {
+            bail!(
+                "{}: serving a {} in place is not supported yet",
+                path.display(),
+                cache.form()
+            );
+        }
+        roots.push(path.clone());
     }
     let scheme = if args.tls_cert_file.is_some() {
         "https"
@@ -520,7 +498,6 @@ fn serve(args: ServeArgs) -> Result<()> {
         server.serve(shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
-    drop(guards);
     Ok(())
 }
 

@@ -14,11 +14,45 @@ use std::path::{Path, PathBuf};
 
 use crate::error::IsoError;
 
-/// A host file whose data is copied after the layout is written.
+/// File data that is copied after the layout is written: runs of a host file (the whole file,
+/// or where an entry lies inside a bigger one: a layer blob, another image), or a file that
+/// arrives through the spec's stream.
 #[derive(Debug, Clone)]
 pub(crate) struct HostFile {
-    pub(crate) host: PathBuf,
+    pub(crate) data: Data,
     pub(crate) len: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Data {
+    /// `(offset, len)` runs of `host`, in file order, adding up to the file's length.
+    Runs {
+        host: PathBuf,
+        runs: Vec<(u64, u64)>,
+    },
+    /// Bytes the stream hands over under this key.
+    Streamed { key: u64 },
+}
+
+/// Maps `len` bytes at `logical` (an offset in the file's content) through `runs` to offsets in
+/// the host file: `(host offset, len)` pieces in order. Pure.
+pub(crate) fn map_runs(runs: &[(u64, u64)], logical: u64, len: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut run_start = 0u64;
+    let (mut at, end) = (logical, logical + len);
+    for &(offset, run_len) in runs {
+        let run_end = run_start + run_len;
+        if at < run_end && at < end {
+            let take = run_end.min(end) - at;
+            out.push((offset + (at - run_start), take));
+            at += take;
+        }
+        run_start = run_end;
+        if at >= end {
+            break;
+        }
+    }
+    out
 }
 
 /// One run of file bytes in the image.
@@ -138,8 +172,9 @@ fn start_writeback(out: &File, offset: u64, len: u64) {
     }
 }
 
-/// Copies `pieces` of `file` into `out`, checking first that the file still has its planned
-/// length. Reports each copied chunk to `progress`: the image offset it ends at, and its size.
+/// Copies `pieces` of `file` (its runs of a host file) into `out`, checking first that the host
+/// file still holds them. Reports each copied chunk to `progress`: the image offset it ends at,
+/// and its size.
 pub(crate) fn copy_pieces(
     file: &HostFile,
     pieces: &[Piece],
@@ -147,31 +182,82 @@ pub(crate) fn copy_pieces(
     out_path: &Path,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), IsoError> {
+    let Data::Runs { host, runs } = &file.data else {
+        return Ok(());
+    };
     let input_err = |source| IsoError::Input {
-        path: file.host.clone(),
+        path: host.clone(),
         source,
     };
-    let src = File::open(&file.host).map_err(input_err)?;
+    let src = File::open(host).map_err(input_err)?;
     let now = src.metadata().map_err(input_err)?.len();
-    if now != file.len {
+    let needed = runs.iter().map(|(o, l)| o + l).max().unwrap_or(0);
+    if now < needed || (runs.len() == 1 && runs[0].0 == 0 && now != file.len) {
         return Err(IsoError::Unsupported {
-            path: file.host.clone(),
+            path: host.clone(),
             reason: "the file changed size while the image was being written",
         });
     }
     for piece in pieces {
-        copy_range(&src, piece, out, progress).map_err(|err| match err {
-            CopyError::Read(source) => input_err(source),
-            CopyError::Write(source) => IsoError::Output {
-                path: out_path.to_owned(),
-                source,
-            },
-        })?;
+        let mut image_offset = piece.image_offset;
+        for (host_offset, len) in map_runs(runs, piece.file_offset, piece.len) {
+            let part = Piece {
+                image_offset,
+                file_offset: host_offset,
+                len,
+            };
+            copy_range(&src, &part, out, progress).map_err(|err| match err {
+                CopyError::Read(source) => input_err(source),
+                CopyError::Write(source) => IsoError::Output {
+                    path: out_path.to_owned(),
+                    source,
+                },
+            })?;
+            image_offset += len;
+        }
     }
     Ok(())
 }
 
-enum CopyError {
+/// Writes a streamed file's bytes, read from `data`, into its `pieces` (in file order). Exactly
+/// `len` bytes must come.
+pub(crate) fn write_streamed(
+    data: &mut dyn io::Read,
+    len: u64,
+    pieces: &[Piece],
+    out: &File,
+    buf: &mut [u8],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), CopyError> {
+    let mut pieces = pieces.iter();
+    let mut current = pieces.next().copied();
+    let mut done_in_piece = 0u64;
+    let mut left = len;
+    while left > 0 {
+        let Some(piece) = current else { break };
+        if done_in_piece == piece.len {
+            current = pieces.next().copied();
+            done_in_piece = 0;
+            continue;
+        }
+        let take = (piece.len - done_in_piece).min(buf.len() as u64) as usize;
+        let n = data.read(&mut buf[..take]).map_err(CopyError::Read)?;
+        if n == 0 {
+            return Err(CopyError::Read(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the stream ended before the file's planned length",
+            )));
+        }
+        let at = piece.image_offset + done_in_piece;
+        out.write_all_at(&buf[..n], at).map_err(CopyError::Write)?;
+        done_in_piece += n as u64;
+        left -= n as u64;
+        progress(at + n as u64, n as u64);
+    }
+    Ok(())
+}
+
+pub(crate) enum CopyError {
     Read(io::Error),
     Write(io::Error),
 }
@@ -249,6 +335,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn runs_map_logical_ranges_to_host_offsets() {
+        let runs = [(100, 10), (500, 5), (1000, 20)];
+        assert_eq!(
+            map_runs(&runs, 0, 35),
+            vec![(100, 10), (500, 5), (1000, 20)]
+        );
+        assert_eq!(map_runs(&runs, 8, 4), vec![(108, 2), (500, 2)]);
+        assert_eq!(map_runs(&runs, 15, 3), vec![(1000, 3)]);
+        assert_eq!(map_runs(&[(7, 4)], 1, 2), vec![(8, 2)]);
+        assert!(map_runs(&runs, 0, 0).is_empty());
+    }
+
+    #[test]
+    fn streamed_bytes_land_in_their_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let out_path = dir.path().join("out");
+        let out = File::create(&out_path).unwrap();
+        let pieces = [
+            Piece {
+                image_offset: 20,
+                file_offset: 0,
+                len: 3,
+            },
+            Piece {
+                image_offset: 4,
+                file_offset: 3,
+                len: 5,
+            },
+        ];
+        let mut buf = [0u8; 2];
+        let mut n = 0;
+        write_streamed(
+            &mut &b"abcdefgh"[..],
+            8,
+            &pieces,
+            &out,
+            &mut buf,
+            &mut |_, k| n += k,
+        )
+        .unwrap_or_else(|_| panic!("write failed"));
+        assert_eq!(n, 8);
+        let bytes = std::fs::read(&out_path).unwrap();
+        assert_eq!(&bytes[20..23], b"abc");
+        assert_eq!(&bytes[4..9], b"defgh");
+        // A stream that ends early is an error, not a short file.
+        assert!(
+            write_streamed(&mut &b"ab"[..], 8, &pieces, &out, &mut buf, &mut |_, _| {}).is_err()
+        );
+    }
+
+    #[test]
     fn ranges_cover_whole_sectors_and_merge() {
         let pieces = [
             Piece {
@@ -302,7 +439,10 @@ mod tests {
             .open(&out_path)
             .unwrap();
         let file = HostFile {
-            host: src_path.clone(),
+            data: Data::Runs {
+                host: src_path.clone(),
+                runs: vec![(0, 8)],
+            },
             len: 8,
         };
         let pieces = [

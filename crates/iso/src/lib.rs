@@ -21,4 +21,4 @@ mod spec;
 pub use device::Progress;
 pub use error::IsoError;
 pub use extract::extract_dir;
-pub use spec::{BiosBoot, IsoSpec, WriteReport};
+pub use spec::{BiosBoot, IsoSpec, Stream, WriteReport};

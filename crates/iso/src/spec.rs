@@ -8,10 +8,10 @@ use hadris_iso::{
     AppendedPartition, BootEntry, BootInfo, ElTorito, Hybrid, IsoId, IsoLevel, IsoOptions, NameCase,
 };
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::copy::{self, HostFile, Piece};
+use crate::copy::{self, Data, HostFile, Piece};
 use crate::device::{ImageDevice, Progress};
 use crate::error::IsoError;
 use crate::placeholder::Placeholders;
@@ -47,6 +47,17 @@ pub struct IsoSpec {
     placeholders: Placeholders,
     /// The layout of the spec as it is; emptied by every change.
     plan: std::cell::OnceCell<hadris_fs::Report>,
+}
+
+/// Delivers the bytes of the files added with [`IsoSpec::add_streamed`], each once, in any order.
+pub trait Stream {
+    /// What is read (named in errors), e.g. a layer blob's path.
+    fn describe(&self) -> String;
+    /// Calls `put` with each streamed file's key and a reader of exactly its bytes.
+    fn run(
+        &mut self,
+        put: &mut dyn FnMut(u64, &mut dyn std::io::Read) -> std::io::Result<()>,
+    ) -> std::io::Result<()>;
 }
 
 /// What [`IsoSpec::write`] produced.
@@ -89,6 +100,58 @@ impl IsoSpec {
         self
     }
 
+    /// Adds, at `path` in the image, a file of `len` bytes that lie in the host file `host` as
+    /// the `(offset, len)` runs `runs`, in order (an entry inside a layer blob or another image).
+    /// They are copied by the kernel when the image is written, so they must still be there.
+    pub fn add_file_runs(
+        &mut self,
+        path: &str,
+        host: &Path,
+        runs: Vec<(u64, u64)>,
+        len: u64,
+    ) -> Result<&mut Self, IsoError> {
+        if runs.iter().map(|r| r.1).sum::<u64>() != len {
+            return Err(IsoError::Unsupported {
+                path: host.to_owned(),
+                reason: "the runs of a file do not add up to its length",
+            });
+        }
+        let content = self
+            .placeholders
+            .for_len(len)
+            .map_err(|e| IsoError::Layout(Box::new(e)))?;
+        let key = self.insert(path, Node::file(content))?;
+        self.host_files.insert(
+            key,
+            HostFile {
+                data: Data::Runs {
+                    host: host.to_owned(),
+                    runs,
+                },
+                len,
+            },
+        );
+        Ok(self)
+    }
+
+    /// Adds, at `path`, a file of `len` bytes that arrive through the [`Stream`] given to
+    /// [`IsoSpec::write_with`] under `key` (one stream read once, e.g. a compressed layer).
+    pub fn add_streamed(&mut self, path: &str, len: u64, key: u64) -> Result<&mut Self, IsoError> {
+        let content = self
+            .placeholders
+            .for_len(len)
+            .map_err(|e| IsoError::Layout(Box::new(e)))?;
+        let inner = self.insert(path, Node::file(content))?;
+        self.host_files.insert(
+            inner,
+            HostFile {
+                data: Data::Streamed { key },
+                len,
+            },
+        );
+        Ok(self)
+    }
+
     /// Adds the host file `host` at `path` in the image. The file is read when the image is
     /// written, so it must keep its size until then.
     pub fn add_file(&mut self, path: &str, host: &Path) -> Result<&mut Self, IsoError> {
@@ -111,7 +174,10 @@ impl IsoSpec {
         self.host_files.insert(
             key,
             HostFile {
-                host: host.to_owned(),
+                data: Data::Runs {
+                    host: host.to_owned(),
+                    runs: vec![(0, meta.len())],
+                },
                 len: meta.len(),
             },
         );
@@ -194,13 +260,19 @@ impl IsoSpec {
         // hadris writes the boot info table into the boot image's data as it passes through, so
         // that file must not take the placeholder-and-copy path: its real bytes go into the tree.
         if let Some(file) = self.host_files.remove(&boot.image) {
-            let bytes = std::fs::read(&file.host).map_err(|source| IsoError::Input {
-                path: file.host.clone(),
+            let Data::Runs { host, runs } = &file.data else {
+                return Err(IsoError::Boot(format!(
+                    "the BIOS boot image {} cannot come from a stream",
+                    boot.image
+                )));
+            };
+            let bytes = std::fs::read(host).map_err(|source| IsoError::Input {
+                path: host.clone(),
                 source,
             })?;
-            if bytes.len() as u64 != file.len {
+            if bytes.len() as u64 != file.len || runs[..] != [(0, file.len)] {
                 return Err(IsoError::Unsupported {
-                    path: file.host,
+                    path: host.clone(),
                     reason: "the file changed size while the image was being planned",
                 });
             }
@@ -337,6 +409,29 @@ impl IsoSpec {
         out_path: &Path,
         progress: &mut dyn Progress,
     ) -> Result<WriteReport, IsoError> {
+        self.write_with(out, out_path, progress, None)
+    }
+
+    /// [`IsoSpec::write`], with the stream that delivers the files added by
+    /// [`IsoSpec::add_streamed`]: read once, after the other files are copied, each file's bytes
+    /// written straight into its extents.
+    pub fn write_with(
+        &self,
+        out: &File,
+        out_path: &Path,
+        progress: &mut dyn Progress,
+        mut stream: Option<&mut (dyn Stream + Send)>,
+    ) -> Result<WriteReport, IsoError> {
+        let streamed = self
+            .host_files
+            .values()
+            .filter(|f| matches!(f.data, Data::Streamed { .. }))
+            .count();
+        if streamed > 0 && stream.is_none() {
+            return Err(IsoError::Boot(format!(
+                "{streamed} files are to come from a stream, and none was given"
+            )));
+        }
         let opts = self.options()?;
         let planned = self.plan()?;
         let mut jobs: Vec<(&HostFile, Vec<Piece>)> = Vec::with_capacity(self.host_files.len());
@@ -361,14 +456,75 @@ impl IsoSpec {
             let copier = scope.spawn(|| -> Result<(), IsoError> {
                 let _done = done_tx;
                 let mut writeback = copy::Writeback::new(out);
+                let mut streamed_jobs: HashMap<u64, (&HostFile, &[Piece])> = HashMap::new();
                 for (file, pieces) in &jobs {
                     if stop.load(Ordering::Relaxed) {
-                        break;
+                        return Ok(());
+                    }
+                    if let Data::Streamed { key } = file.data {
+                        streamed_jobs.insert(key, (file, pieces));
+                        continue;
                     }
                     copy::copy_pieces(file, pieces, out, out_path, &mut |end, n| {
                         copied.fetch_add(n, Ordering::Relaxed);
                         writeback.wrote_to(end);
                     })?;
+                }
+                if let Some(stream) = stream.as_deref_mut() {
+                    let what = stream.describe();
+                    let mut buf = vec![0u8; 1 << 20];
+                    let mut output_err = None;
+                    let mut delivered = 0usize;
+                    stream
+                        .run(&mut |key, data| {
+                            if stop.load(Ordering::Relaxed) {
+                                return Err(std::io::Error::other("the image write failed"));
+                            }
+                            let Some((file, pieces)) = streamed_jobs.get(&key) else {
+                                return Err(std::io::Error::other(format!(
+                                    "the stream delivered a file (key {key}) the image does not hold"
+                                )));
+                            };
+                            delivered += 1;
+                            copy::write_streamed(
+                                data,
+                                file.len,
+                                pieces,
+                                out,
+                                &mut buf,
+                                &mut |end, n| {
+                                    copied.fetch_add(n, Ordering::Relaxed);
+                                    writeback.wrote_to(end);
+                                },
+                            )
+                            .map_err(|e| match e {
+                                copy::CopyError::Read(e) => e,
+                                copy::CopyError::Write(e) => {
+                                    let kind = e.kind();
+                                    output_err = Some(e);
+                                    std::io::Error::new(kind, "writing the image failed")
+                                }
+                            })
+                        })
+                        .map_err(|source| match output_err.take() {
+                            Some(source) => IsoError::Output {
+                                path: out_path.to_owned(),
+                                source,
+                            },
+                            None => IsoError::Input {
+                                path: PathBuf::from(&what),
+                                source,
+                            },
+                        })?;
+                    if delivered != streamed_jobs.len() {
+                        return Err(IsoError::Input {
+                            path: PathBuf::from(&what),
+                            source: std::io::Error::other(format!(
+                                "the stream delivered {delivered} of {} files",
+                                streamed_jobs.len()
+                            )),
+                        });
+                    }
                 }
                 Ok(())
             });

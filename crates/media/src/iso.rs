@@ -8,7 +8,7 @@
 //!   isolinux/boot.cat                       talos/vmlinuz
 //!   boot/vmlinuz                            talos/initramfs.xz
 //!   boot/initramfs.xz
-//!   imagecache/...         the image cache as a flat tree (converted from an OCI layout)
+//!   imagecache/...         the image cache as a flat tree (copied from wherever its bytes lie)
 //! ```
 //!
 //! The kernel and initramfs are stored twice: UEFI firmware reads only FAT, and ISOLINUX only
@@ -17,7 +17,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use imager_cache::{FlatCache, InputForm, Platform, ReadOptions};
+use imager_cache::{Cache, InputForm, Location, Platform, ReadOptions};
 use imager_esp::EspSpec;
 use imager_iso::{BiosBoot, IsoSpec, Progress};
 use tempfile::{NamedTempFile, TempPath};
@@ -123,9 +123,8 @@ pub struct IsoJob {
     label: String,
     out_tmp: NamedTempFile,
     _esp_tmp: TempPath,
-    /// Kept until the image is written: a converted cache lives in a temp directory.
-    _cache: Option<FlatCache>,
-    cache_form: Option<InputForm>,
+    /// The cache, opened in place: its bytes are read when the image is written.
+    cache: Option<Cache>,
 }
 
 impl IsoJob {
@@ -157,8 +156,8 @@ impl IsoJob {
                 })
         };
 
-        // Convert first: it is the step most likely to fail on bad input, and a flat tree is used
-        // in place. Scratch space on the output's file system keeps the later copy in-kernel.
+        // Open the cache first: it is the step most likely to fail on bad input. Nothing is
+        // copied: entries are read from wherever they lie when the image is written.
         let cache = match &req.image_cache {
             Some(input) => {
                 let opts = ReadOptions {
@@ -171,11 +170,9 @@ impl IsoJob {
                     ref_prefix: req.image_cache_ref_prefix.clone(),
                 };
                 Some(
-                    imager_cache::materialize(input, &opts, &req.output_dir).map_err(|source| {
-                        IsoError::CacheRead {
-                            path: input.clone(),
-                            source: Box::new(source),
-                        }
+                    Cache::open(input, &opts).map_err(|source| IsoError::CacheRead {
+                        path: input.clone(),
+                        source: Box::new(source),
                     })?,
                 )
             }
@@ -224,7 +221,7 @@ impl IsoJob {
                 bootcfg::isolinux_cfg(bios_files, &cmdline),
             )?;
         if let Some(cache) = &cache {
-            spec.add_dir_tree("imagecache", cache.path())?;
+            add_cache(&mut spec, cache)?;
         }
         spec.bios_boot(BiosBoot {
             image: "isolinux/isolinux.bin".to_owned(),
@@ -241,8 +238,7 @@ impl IsoJob {
             label,
             out_tmp: tmp_in(".metal-iso-")?,
             _esp_tmp: esp_tmp,
-            cache_form: cache.as_ref().map(FlatCache::form),
-            _cache: cache,
+            cache,
         })
     }
 
@@ -258,7 +254,7 @@ impl IsoJob {
 
     /// The form the image cache was given in, if one was.
     pub fn cache_form(&self) -> Option<InputForm> {
-        self.cache_form
+        self.cache.as_ref().map(Cache::form)
     }
 
     /// The volume label.
@@ -268,8 +264,19 @@ impl IsoJob {
 
     /// Writes the image to its temp file, syncs it and renames it into place.
     pub fn write(self, progress: &mut dyn Progress) -> Result<PathBuf, IsoError> {
-        self.spec
-            .write(self.out_tmp.as_file(), self.out_tmp.path(), progress)?;
+        let mut stream = self
+            .cache
+            .as_ref()
+            .filter(|c| c.is_streamed())
+            .map(|cache| CacheStream { cache });
+        self.spec.write_with(
+            self.out_tmp.as_file(),
+            self.out_tmp.path(),
+            progress,
+            stream
+                .as_mut()
+                .map(|s| s as &mut (dyn imager_iso::Stream + Send)),
+        )?;
         self.out_tmp
             .persist(&self.output)
             .map_err(|err| IsoError::Persist {
@@ -277,5 +284,52 @@ impl IsoJob {
                 source: err.error,
             })?;
         Ok(self.output)
+    }
+}
+
+/// The directory of the image that holds the cache (what nodes look for).
+const CACHE_DIR: &str = "imagecache";
+
+/// Adds every entry of the cache under `imagecache/`, each from where its bytes lie. A flat tree
+/// that holds a symlink or a special file is refused: a cache's files must be its own.
+fn add_cache(spec: &mut IsoSpec, cache: &Cache) -> Result<(), IsoError> {
+    if let Some(stray) = cache.strays().first() {
+        return Err(IsoError::Cache {
+            path: cache.input().join(&stray.path),
+            reason: "only regular files and directories can go into the image (this is a symlink, a special file or a name that is not UTF-8)".to_owned(),
+        });
+    }
+    spec.add_dir(CACHE_DIR)?;
+    for entry in cache.entries() {
+        let path = format!("{CACHE_DIR}/{}", entry.path);
+        if let Location::Stream { ordinal } = entry.location {
+            spec.add_streamed(&path, entry.size, ordinal as u64)?;
+        } else if let Some((host, runs)) = cache.pieces(entry) {
+            spec.add_file_runs(&path, host, runs, entry.size)?;
+        }
+    }
+    Ok(())
+}
+
+/// A cache's compressed layer, read once while the image is written.
+struct CacheStream<'a> {
+    cache: &'a Cache,
+}
+
+impl imager_iso::Stream for CacheStream<'_> {
+    fn describe(&self) -> String {
+        self.cache.input().display().to_string()
+    }
+
+    fn run(
+        &mut self,
+        put: &mut dyn FnMut(u64, &mut dyn std::io::Read) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        self.cache
+            .read_stream(&mut |entry, data| match entry.location {
+                Location::Stream { ordinal } => put(ordinal as u64, data),
+                _ => Ok(()),
+            })
+            .map_err(std::io::Error::other)
     }
 }
