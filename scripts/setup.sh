@@ -45,6 +45,11 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
+# The CI gates (cargo fmt, cargo clippy) need these components of the toolchain.
+if command -v rustup >/dev/null; then
+    rustup component add rustfmt clippy >/dev/null 2>&1 || echo "setup.sh: rustup could not add rustfmt/clippy" >&2
+fi
+
 echo "setup.sh: updating the package lists"
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 echo "setup.sh: installing ${packages[*]}"
