@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod oci_out;
 mod par;
 pub mod reference;
+pub mod tar_layer;
 pub mod unpack;
 pub mod verify;
 
