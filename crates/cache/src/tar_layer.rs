@@ -14,7 +14,6 @@
 //! extended header ([`parse_pax`]) is pure, apart from the I/O.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry as MapEntry;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
@@ -45,8 +44,9 @@ pub struct TarFile {
 pub struct TarIndex {
     /// Regular files, in archive order.
     pub files: Vec<TarFile>,
-    /// Every directory, sorted: those with an entry of their own and the parents of every entry
-    /// (a layer need not have directory entries).
+    /// The directories with an entry of their own (normalized, sorted, once each). Both upstream's
+    /// writer and ours write one for every directory; parents implied by a file's path alone are
+    /// not listed, which keeps this list in proportion to the layer's headers.
     pub dirs: Vec<String>,
 }
 
@@ -258,17 +258,17 @@ pub fn parse_header(block: &[u8; BLOCK]) -> Result<Option<Header>, (Malformed, V
     };
     // The checksum is computed with its own field as spaces; some old writers summed signed
     // bytes, which every reader still accepts.
-    let (mut unsigned, mut signed) = (0u64, 0i64);
-    for (i, &b) in block.iter().enumerate() {
-        let b = if CHKSUM.contains(&i) { b' ' } else { b };
-        unsigned += u64::from(b);
-        signed += i64::from(b as i8);
-    }
-    if stored != unsigned && i64::try_from(stored).ok() != Some(signed) {
-        return fail(Malformed::Checksum {
-            stored,
-            computed: unsigned,
-        });
+    let sum_as_spaces = |sum: fn(&[u8]) -> i64| sum(block) - sum(&block[CHKSUM]) + 8 * 32;
+    let unsigned = sum_as_spaces(|b| b.iter().map(|&x| i64::from(x)).sum());
+    if i64::try_from(stored).ok() != Some(unsigned) {
+        let signed = sum_as_spaces(|b| b.iter().map(|&x| i64::from(x as i8)).sum());
+        if i64::try_from(stored).ok() != Some(signed) {
+            return fail(Malformed::Checksum {
+                stored,
+                // At most 512 * 255: never negative.
+                computed: unsigned.unsigned_abs(),
+            });
+        }
     }
     let Some(size) = parse_numeric(&block[SIZE]) else {
         return fail(Malformed::Size);
@@ -441,43 +441,70 @@ fn kind(flag: u8) -> Kind {
     }
 }
 
-/// Paths taken so far; `true` for directories.
-#[derive(Default)]
-struct Taken(HashMap<String, bool>);
+/// Paths taken so far, as a tree of components: each name is looked at once, component by
+/// component, so a hostile layer of deep paths costs time and memory in proportion to its names,
+/// not to the square of their depth (as a set of every parent's full path would).
+struct Taken {
+    /// `nodes[0]` is the root.
+    nodes: Vec<Node>,
+    /// Paths of directory entries, as given.
+    dirs: Vec<String>,
+}
+
+struct Node {
+    is_dir: bool,
+    children: HashMap<Box<str>, usize>,
+}
+
+impl Default for Taken {
+    fn default() -> Self {
+        Self {
+            nodes: vec![Node {
+                is_dir: true,
+                children: HashMap::new(),
+            }],
+            dirs: Vec::new(),
+        }
+    }
+}
 
 impl Taken {
-    /// Records `path` and its parents as directories; a file in the way is a duplicate.
-    /// Stops climbing at the first parent already known: its own parents were recorded with it,
-    /// which keeps this linear in the names' lengths.
+    /// Records a normalized `path` and its parents (as directories); a file in the way, or
+    /// anything but a directory again where a directory is, is a duplicate.
     fn add(&mut self, path: &str, is_dir: bool) -> Result<(), Refusal> {
-        match self.0.get(path) {
-            Some(true) if is_dir => return Ok(()),
-            Some(_) => return Err(Refusal::Duplicate),
-            None => {}
-        }
-        let mut parent = path;
-        while let Some(cut) = parent.rfind('/') {
-            parent = &parent[..cut];
-            match self.0.entry(parent.to_owned()) {
-                MapEntry::Occupied(e) if *e.get() => break,
-                MapEntry::Occupied(_) => return Err(Refusal::Duplicate),
-                MapEntry::Vacant(e) => {
-                    e.insert(true);
+        let mut at = 0;
+        let mut components = path.split('/').peekable();
+        while let Some(component) = components.next() {
+            let last = components.peek().is_none();
+            match self.nodes[at].children.get(component) {
+                Some(&child) => {
+                    let child_is_dir = self.nodes[child].is_dir;
+                    if !child_is_dir || (last && !is_dir) {
+                        return Err(Refusal::Duplicate);
+                    }
+                    at = child;
+                }
+                None => {
+                    let child = self.nodes.len();
+                    self.nodes.push(Node {
+                        is_dir: !last || is_dir,
+                        children: HashMap::new(),
+                    });
+                    self.nodes[at].children.insert(component.into(), child);
+                    at = child;
                 }
             }
         }
-        self.0.insert(path.to_owned(), is_dir);
+        if is_dir {
+            self.dirs.push(path.to_owned());
+        }
         Ok(())
     }
 
-    fn into_dirs(self) -> Vec<String> {
-        let mut dirs: Vec<String> = self
-            .0
-            .into_iter()
-            .filter_map(|(p, is_dir)| is_dir.then_some(p))
-            .collect();
-        dirs.sort_unstable();
-        dirs
+    fn into_dirs(mut self) -> Vec<String> {
+        self.dirs.sort_unstable();
+        self.dirs.dedup();
+        self.dirs
     }
 }
 
@@ -1026,16 +1053,8 @@ mod tests {
         assert_eq!(t.add("blob/a/b", false), Err(Refusal::Duplicate));
         assert_eq!(t.add("manifests/r", false), Err(Refusal::Duplicate));
         assert_eq!(t.add("manifests/r/x", true), Ok(()));
-        assert_eq!(
-            t.into_dirs(),
-            [
-                "blob",
-                "manifests",
-                "manifests/r",
-                "manifests/r/x",
-                "manifests/r/x/reference"
-            ]
-        );
+        assert_eq!(t.add("blob", true), Ok(()));
+        assert_eq!(t.into_dirs(), ["blob", "manifests/r", "manifests/r/x"]);
     }
 
     #[test]
