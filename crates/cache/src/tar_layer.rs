@@ -651,7 +651,7 @@ fn round_up(n: u64) -> Option<u64> {
 /// its data. Returns the directories.
 fn scan<S: Source, E>(
     src: &mut S,
-    mut on_file: impl FnMut(&mut S, &TarFile, &At) -> Result<(), WalkError<E>>,
+    mut on_file: impl FnMut(&mut S, &TarFile, u64) -> Result<(), WalkError<E>>,
 ) -> Result<Vec<String>, WalkError<E>> {
     let mut taken = Taken::default();
     let mut previous: Option<String> = None;
@@ -796,7 +796,7 @@ fn scan<S: Source, E>(
                                 size,
                                 data_offset,
                             };
-                            on_file(src, &file, &at(name_of(&raw_name), &previous))?;
+                            on_file(src, &file, offset)?;
                             previous = Some(file.path);
                         } else {
                             previous = Some(p);
@@ -816,8 +816,8 @@ fn scan<S: Source, E>(
 }
 
 /// Indexes an uncompressed tar held in `file` (the layer blob, `len` bytes) by reading its headers
-/// at their offsets, never the file data. Returns the regular files in archive order and every
-/// directory.
+/// at their offsets, never the file data. Returns the regular files in archive order and the
+/// directory entries.
 pub fn index(file: &File, len: u64) -> Result<TarIndex, TarLayerError> {
     let mut files = Vec::new();
     let mut src = Blob { file, len };
@@ -848,7 +848,12 @@ pub fn walk<R: Read, E>(
         ended: false,
         failed: None,
     };
-    scan(&mut src, |src, file, at| {
+    scan(&mut src, |src, file, offset| {
+        let at = || At {
+            offset,
+            entry: Some(file.path.clone()),
+            previous: None,
+        };
         let mut data = FileData {
             stream: src,
             remaining: file.size,
@@ -856,14 +861,11 @@ pub fn walk<R: Read, E>(
         let result = visit(file, &mut data);
         // The layer's own failures come first: the visitor only saw their shadow.
         if let Some(source) = src.failed.take() {
-            return Err(WalkError::Layer(TarLayerError::Read {
-                at: at.clone(),
-                source,
-            }));
+            return Err(WalkError::Layer(TarLayerError::Read { at: at(), source }));
         }
         if src.ended {
             return Err(WalkError::Layer(TarLayerError::Malformed {
-                at: at.clone(),
+                at: at(),
                 problem: Malformed::TruncatedData,
             }));
         }

@@ -691,14 +691,14 @@ fn a_hundred_thousand_entries() {
     assert_eq!(walked, want.len());
 }
 
-/// Deep hostile names (PAX paths of 5000 components, each entry under a new directory): the
+/// Deep hostile names (100 PAX paths of 5000 components, each entry under a new directory): the
 /// bookkeeping of taken paths must stay linear in the names' length, where a set of every parent's
 /// full path would copy gigabytes.
 #[test]
 fn deep_names_cost_in_proportion() {
     let mut b = builder();
     let deep = "/a".repeat(5000);
-    for i in 0..200 {
+    for i in 0..100 {
         let path = format!("blob/k{i}{deep}");
         b.append_pax_extensions([("path", path.as_bytes())])
             .unwrap();
@@ -708,9 +708,9 @@ fn deep_names_cost_in_proportion() {
     let start = Instant::now();
     let idx = index_bytes(&archive).unwrap();
     eprintln!(
-        "index of 200 names of 5000 components: {:?}",
+        "index of 100 names of 5000 components: {:?}",
         start.elapsed()
     );
-    assert_eq!(idx.files.len(), 200);
-    assert!(idx.files[199].path.ends_with("/a/a"));
+    assert_eq!(idx.files.len(), 100);
+    assert!(idx.files[99].path.ends_with("/a/a"));
 }
