@@ -22,8 +22,8 @@ use crate::digest::Digest;
 use crate::flat::{FlatError, read_capped};
 use crate::manifest::{self, Descriptor, ImageManifest, Manifest, ManifestError};
 use crate::reference::{ImageName, Reference, ReferenceError, is_tag};
-use crate::tar_layer::TarLayerError;
-use crate::unpack;
+use crate::tar_layer::LayerReadError;
+use crate::tar_layer;
 
 /// The annotation OCI layouts name images with: a full reference or a bare tag.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -169,7 +169,7 @@ pub enum LayoutError {
         layer: PathBuf,
         digest: Digest,
         #[source]
-        source: TarLayerError,
+        source: LayerReadError,
     },
     #[error("{input}: the cache path {path} appears twice")]
     DuplicatePath { input: PathBuf, path: String },
@@ -327,7 +327,7 @@ impl OciLayout {
             };
             let wrapped = match &m.layers[..] {
                 [layer] => File::open(self.blob_path(&layer.digest))
-                    .is_ok_and(unpack::looks_like_cache_layer),
+                    .is_ok_and(tar_layer::looks_like_cache_layer),
                 _ => false,
             };
             if wrapped {

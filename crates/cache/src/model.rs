@@ -688,7 +688,7 @@ fn open_wrapped(
     let compression = tar_layer::sniff(&head[..n]);
     let (entries, stream) = match compression {
         Compression::None => {
-            let index = tar_layer::index(&file, len).map_err(layer_err)?;
+            let index = tar_layer::index(&file, len).map_err(|e| layer_err(e.into()))?;
             let entries = index
                 .files
                 .into_iter()

@@ -6,7 +6,6 @@
 //! The target must be a new, empty directory: because nothing in it can be a symlink (none is
 //! ever created), a checked relative path cannot lead outside it.
 
-use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -37,40 +36,9 @@ pub enum UnpackError {
     },
 }
 
-/// Why an entry is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    ParentDir,
-    Absolute,
-    NotUtf8,
-    /// Top-level name other than `blob` and `manifests`.
-    OutsideCache,
-    Symlink,
-    HardLink,
-    Device,
-    Fifo,
-    /// Any other entry type (sparse files, vendor extensions), by its type byte.
-    EntryType(u8),
-    /// The same path twice, or a file where a directory is needed.
-    Duplicate,
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ParentDir => f.write_str("'..' in the path could leave the cache directory"),
-            Self::Absolute => f.write_str("absolute paths are refused"),
-            Self::NotUtf8 => f.write_str("the name is not UTF-8"),
-            Self::OutsideCache => f.write_str("only blob/ and manifests/ belong in a cache layer"),
-            Self::Symlink => f.write_str("symbolic links are refused"),
-            Self::HardLink => f.write_str("hard links are refused"),
-            Self::Device => f.write_str("device nodes are refused"),
-            Self::Fifo => f.write_str("FIFOs are refused"),
-            Self::EntryType(t) => write!(f, "entry type {:?} is refused", char::from(*t)),
-            Self::Duplicate => f.write_str("the path is already taken by an earlier entry"),
-        }
-    }
-}
+/// Moved to [`crate::tar_layer`], which reads layers in place; kept here for the callers of
+/// [`unpack_layer`] until it goes.
+pub use crate::tar_layer::Refusal;
 
 /// What was unpacked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use std::io::Read;
 
 use create_support::*;
 use imager_cache::{
-    CreateError, InputForm, OutputLayout, Platform, ProblemKind, ReadOptions, create, materialize,
+    CreateError, InputForm, OutputLayout, Platform, ProblemKind, ReadOptions, create, Cache,
     verify_flat,
 };
 use imager_registry::testing::proxy::Action;
@@ -185,11 +185,12 @@ fn oci_layout_wraps_the_flat_tree_one_image_per_platform_reproducibly() {
             platform: Platform::parse(platform).unwrap(),
             ref_prefix: None,
         };
-        let cache = materialize(&one, &opts, &w.scratch()).unwrap();
+        let cache = Cache::open(&one, &opts).unwrap();
         assert_eq!(cache.form(), InputForm::OciWrapped);
-        assert!(files(cache.path()) == tree, "{platform}: tree differs");
+        assert!(cache_files(&cache) == tree, "{platform}: tree differs");
     }
-    let report = imager_cache::verify(&one, &ReadOptions::default(), &w.scratch()).unwrap();
+    let report =
+        imager_cache::verify(&Cache::open(&one, &ReadOptions::default()).unwrap()).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
 
     // The layer: every entry owned by 0, dated by the epoch, 0644/0755; the config dated too.

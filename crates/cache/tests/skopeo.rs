@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use imager_cache::{InputForm, ReadOptions, list_flat, materialize, verify_flat};
+use imager_cache::{Cache, InputForm, ReadOptions, list, verify};
 
 fn skopeo(args: &[&str]) {
     let out = Command::new("skopeo")
@@ -80,9 +80,9 @@ fn reads_layouts_written_by_skopeo() {
         ref_prefix: Some(TOOL_PREFIX.to_owned()),
         ..ReadOptions::default()
     };
-    let cache = materialize(&dst, &opts, &tmp.path().join("scratch")).unwrap();
+    let cache = Cache::open(&dst, &opts).unwrap();
     assert_eq!(cache.form(), InputForm::OciLayout);
-    let got = read_tree(cache.path());
+    let got = cache_files(&cache);
 
     // busybox's (OCI, --all) and tool's (OCI) manifests, tags and blobs come through byte for
     // byte: the same files as the flat tree the fixture defines. The app's manifest and config
@@ -104,11 +104,11 @@ fn reads_layouts_written_by_skopeo() {
         assert!(got.get(path) == Some(bytes), "{path}: missing or different");
     }
 
-    let report = verify_flat(cache.path()).unwrap();
+    let report = verify(&cache).unwrap();
     assert!(report.is_ok(), "{:#?}", report.problems);
     assert!(report.warnings().next().is_none(), "{:#?}", report.problems);
 
-    let images = list_flat(cache.path()).unwrap();
+    let images = list(&cache).unwrap();
     assert_lists_the_fixture(&images);
     // The app: skopeo rewrote the manifest as OCI; its layers are the fixture's (same bytes, same
     // digests).

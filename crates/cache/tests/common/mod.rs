@@ -16,6 +16,9 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+mod read;
+pub use read::cache_files;
+
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde_json::json;
@@ -59,7 +62,7 @@ pub fn targz(files: &[(&str, &[u8])]) -> Vec<u8> {
         h.set_cksum();
         b.append_data(&mut h, path, *data).unwrap();
     }
-    gzip(&b.into_inner().unwrap(), Compression::default())
+    b.into_inner().unwrap()
 }
 
 pub fn gzip(data: &[u8], level: Compression) -> Vec<u8> {
@@ -362,7 +365,13 @@ pub fn top_media_type(bytes: &[u8]) -> String {
     v["mediaType"].as_str().unwrap().to_owned()
 }
 
+/// The tree as a gzip'd tar layer (upstream's form).
 pub fn tar_of_tree(files: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+    gzip(&plain_tar_of_tree(files), Compression::default())
+}
+
+/// The tree as an uncompressed tar: sorted entries, directories included.
+pub fn plain_tar_of_tree(files: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut dirs = std::collections::BTreeSet::new();
     for path in files.keys() {
@@ -395,7 +404,7 @@ pub fn tar_of_tree(files: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
             }
         }
     }
-    gzip(&b.into_inner().unwrap(), Compression::default())
+    b.into_inner().unwrap()
 }
 
 /// An OCI layout with one wrapped-cache image per (platform, layer).
@@ -404,15 +413,26 @@ pub fn write_wrapped(root: &Path, images: &[(&str, Vec<u8>)]) {
     let mut descs = Vec::new();
     for (platform, layer) in images {
         // Upstream's config: an empty image's, with the layer's diff id.
+        let gzipped = layer.starts_with(&[0x1f, 0x8b]);
+        let diff_id = if gzipped {
+            digest(&gunzip(layer))
+        } else {
+            digest(layer)
+        };
+        let layer_type = if gzipped {
+            DOCKER_LAYER
+        } else {
+            "application/vnd.oci.image.layer.v1.tar"
+        };
         let config = serde_json::to_vec(&json!({
             "architecture": "", "os": "", "created": "2026-01-01T00:00:00Z",
-            "rootfs": {"type": "layers", "diff_ids": [digest(&gunzip(layer))]}, "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]}, "config": {},
         }))
         .unwrap();
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": desc(OCI_CONFIG, &config),
-            "layers": [desc(DOCKER_LAYER, layer)],
+            "layers": [desc(layer_type, layer)],
         }))
         .unwrap();
         let (os, arch) = platform.split_once('/').unwrap();
@@ -475,6 +495,17 @@ pub fn read_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
         }
     }
     out
+}
+
+/// An ISO 9660 image (our writer) with the tree under `imagecache/`.
+pub fn write_iso(path: &Path, files: &BTreeMap<String, Vec<u8>>) {
+    let mut spec = imager_iso::IsoSpec::new("TALOS_TEST", 0).unwrap();
+    for (p, bytes) in files {
+        spec.add_bytes(&format!("imagecache/{p}"), bytes.clone())
+            .unwrap();
+    }
+    let out = fs::File::create(path).unwrap();
+    spec.write(&out, path, &mut |_| {}).unwrap();
 }
 
 /// Asserts two trees hold the same files, naming the first difference.

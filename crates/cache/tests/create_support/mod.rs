@@ -23,6 +23,10 @@ use imager_registry::{ClientConfig, DockerConfigSource, PlatformSelection};
 
 pub use imager_registry::testing::chain;
 
+#[path = "../common/read.rs"]
+mod read;
+pub use read::cache_files;
+
 pub struct World {
     pub work: tempfile::TempDir,
     pub registry: Registry,
