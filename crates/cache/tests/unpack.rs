@@ -252,5 +252,11 @@ fn a_hostile_wrapped_layout_leaves_nothing_behind() {
     write_wrapped(&dir, &[("linux/amd64", layer)]);
     let err = Cache::open(&dir, &ReadOptions::default()).unwrap_err();
     assert!(matches!(&err, LayoutError::Layer { .. }), "{err}");
-    assert!(err.to_string().contains("blob/escape"), "{err}");
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        chain = format!("{chain}: {s}");
+        source = s.source();
+    }
+    assert!(chain.contains("\"blob/escape\"") && chain.contains("symbolic links"), "{chain}");
 }

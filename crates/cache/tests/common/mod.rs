@@ -62,7 +62,7 @@ pub fn targz(files: &[(&str, &[u8])]) -> Vec<u8> {
         h.set_cksum();
         b.append_data(&mut h, path, *data).unwrap();
     }
-    b.into_inner().unwrap()
+    gzip(&b.into_inner().unwrap(), Compression::default())
 }
 
 pub fn gzip(data: &[u8], level: Compression) -> Vec<u8> {
