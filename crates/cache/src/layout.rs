@@ -22,8 +22,8 @@ use crate::digest::Digest;
 use crate::flat::{FlatError, read_capped};
 use crate::manifest::{self, Descriptor, ImageManifest, Manifest, ManifestError};
 use crate::reference::{ImageName, Reference, ReferenceError, is_tag};
-use crate::tar_layer::LayerReadError;
 use crate::tar_layer;
+use crate::tar_layer::LayerReadError;
 
 /// The annotation OCI layouts name images with: a full reference or a bare tag.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";

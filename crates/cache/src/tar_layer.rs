@@ -1149,7 +1149,8 @@ pub fn read_layer(
     compression: Compression,
     mut visit: impl FnMut(&TarFile, &mut dyn Read) -> io::Result<()>,
 ) -> Result<(crate::Digest, u64), LayerReadError> {
-    let mut hashing = crate::digest::HashingReader::new(io::BufReader::with_capacity(1 << 20, blob));
+    let mut hashing =
+        crate::digest::HashingReader::new(io::BufReader::with_capacity(1 << 20, blob));
     let mut visit = |f: &TarFile, r: &mut dyn Read| {
         visit(f, r).map_err(|source| LayerReadError::Visit {
             entry: f.path.clone(),

@@ -13,7 +13,7 @@ use std::io::Read;
 
 use create_support::*;
 use imager_cache::{
-    CreateError, InputForm, OutputLayout, Platform, ProblemKind, ReadOptions, create, Cache,
+    Cache, CreateError, InputForm, OutputLayout, Platform, ProblemKind, ReadOptions, create,
     verify_flat,
 };
 use imager_registry::testing::proxy::Action;

@@ -59,9 +59,15 @@ fn every_form_gives_the_same_entries() {
         let c = open(&path, &opts_with_prefix()).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(c.form(), form, "{name}");
         assert_eq!(c.input(), path, "{name}");
-        let sizes: BTreeMap<&str, u64> = c.entries().iter().map(|e| (e.path.as_str(), e.size)).collect();
-        let want_sizes: BTreeMap<&str, u64> =
-            want.iter().map(|(p, b)| (p.as_str(), b.len() as u64)).collect();
+        let sizes: BTreeMap<&str, u64> = c
+            .entries()
+            .iter()
+            .map(|e| (e.path.as_str(), e.size))
+            .collect();
+        let want_sizes: BTreeMap<&str, u64> = want
+            .iter()
+            .map(|(p, b)| (p.as_str(), b.len() as u64))
+            .collect();
         assert_eq!(sizes, want_sizes, "{name}");
         assert_same_tree(&cache_files(&c), &want);
         // Where the bytes lie: only the gzip layer is a stream; everything else is read in place.

@@ -258,5 +258,8 @@ fn a_hostile_wrapped_layout_leaves_nothing_behind() {
         chain = format!("{chain}: {s}");
         source = s.source();
     }
-    assert!(chain.contains("\"blob/escape\"") && chain.contains("symbolic links"), "{chain}");
+    assert!(
+        chain.contains("\"blob/escape\"") && chain.contains("symbolic links"),
+        "{chain}"
+    );
 }

@@ -1,13 +1,21 @@
 //! `cargo xtask bench iso`: `imager iso` side by side with the physical floor (`cp -r` of the
-//! same files to the same file system) and the peer (`xorriso -as mkisofs` with the equivalent
-//! hybrid recipe), in one run, on a generated cache of mixed file sizes.
+//! same files to the same file system) and the peers, in one run, on a generated cache of mixed
+//! file sizes given in the three forms `imager iso --image-cache` reads in place:
+//!
+//! - the flat tree: against `xorriso -as mkisofs` with the equivalent hybrid recipe;
+//! - our OCI form (an OCI layout whose one layer is the flat tree as an uncompressed tar): the
+//!   files are copied out of the layer blob by the kernel, so the floor is `cp -r`;
+//! - upstream's OCI form (the same, gzip'd): against upstream's way, `tar -xzf` of the layer into
+//!   a directory, then xorriso.
+//!
+//! Besides time and peak RSS it reports the temporary disk space each took beyond its output.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use super::{Flags, Step, Tool, markdown_table, noise_file, run_rotated, summarize};
+use super::{Flags, Step, Tool, markdown_table, noise_file, peak_temp, run_rotated, summarize};
 use crate::util::{self, human_size, workspace_root};
 
 pub(super) const USAGE: &str = "usage: cargo xtask bench iso [--runs N] [--gib G] [--dir DIR]";
@@ -39,12 +47,38 @@ pub(super) fn run(args: &[String]) -> Result<()> {
     let cache = bench.dir.join("cache");
     let cache_bytes = make_cache(&cache, bench.gib)?;
     eprintln!("cache: {} in {}", human_size(cache_bytes), cache.display());
+    let (oci_tar, oci_gzip) = make_oci_forms(&cache, &bench.dir)?;
+    let gzip_layer = layer_blob(&oci_gzip)?;
 
     // The peer's ESP: the same FAT image imager puts into its ISO, made once, outside the timing.
     let staging = bench.dir.join("peer-staging");
     let esp = prepare_peer_inputs(&assets, &staging)?;
     let out = bench.dir.join("out");
 
+    let imager_from = |name: &str, input: &Path, dir: &str| Tool {
+        name: name.into(),
+        out: out.join(dir),
+        steps: {
+            let (input, out, assets, imager) = (
+                input.to_owned(),
+                out.join(dir),
+                assets.clone(),
+                imager.clone(),
+            );
+            Box::new(move || {
+                let mut c = Command::new(&imager);
+                c.arg("iso")
+                    .arg("--assets")
+                    .arg(&assets)
+                    .arg("--image-cache")
+                    .arg(&input)
+                    .arg("--output")
+                    .arg(&out)
+                    .env("SOURCE_DATE_EPOCH", "0");
+                vec![Step::new(c)]
+            })
+        },
+    };
     let tools = [
         Tool {
             name: "cp -r (floor)".into(),
@@ -59,7 +93,7 @@ pub(super) fn run(args: &[String]) -> Result<()> {
             },
         },
         Tool {
-            name: "xorriso -as mkisofs (peer)".into(),
+            name: "xorriso -as mkisofs, flat tree (peer)".into(),
             out: out.join("peer"),
             steps: {
                 let (cache, out, staging, esp) = (
@@ -79,29 +113,40 @@ pub(super) fn run(args: &[String]) -> Result<()> {
             },
         },
         Tool {
-            name: "imager iso".into(),
-            out: out.join("imager"),
+            name: "tar -xzf + xorriso, gzip OCI form (upstream's way)".into(),
+            out: out.join("peer-gzip"),
             steps: {
-                let (cache, out, assets, imager) = (
-                    cache.clone(),
-                    out.join("imager"),
-                    assets.clone(),
-                    imager.clone(),
+                let (layer, out, staging, esp) = (
+                    gzip_layer.clone(),
+                    out.join("peer-gzip"),
+                    staging.clone(),
+                    esp.clone(),
                 );
                 Box::new(move || {
-                    let mut c = Command::new(&imager);
-                    c.arg("iso")
-                        .arg("--assets")
-                        .arg(&assets)
-                        .arg("--image-cache")
-                        .arg(&cache)
-                        .arg("--output")
-                        .arg(&out)
-                        .env("SOURCE_DATE_EPOCH", "0");
-                    vec![Step::new(c)]
+                    let tree = out.join("imagecache");
+                    let mut mkdir = Command::new("mkdir");
+                    mkdir.arg(&tree);
+                    let mut untar = Command::new("tar");
+                    untar.arg("-xzf").arg(&layer).arg("-C").arg(&tree);
+                    let mut rm = Command::new("rm");
+                    rm.arg("-rf").arg(&tree);
+                    vec![
+                        Step::new(mkdir),
+                        Step::new(untar),
+                        Step::new(xorriso_command(
+                            &staging,
+                            &esp,
+                            &tree,
+                            &out.join("peer.iso"),
+                        )),
+                        Step::new(rm),
+                    ]
                 })
             },
         },
+        imager_from("imager iso, flat tree", &cache, "imager-flat"),
+        imager_from("imager iso, OCI form (tar layer)", &oci_tar, "imager-oci"),
+        imager_from("imager iso, gzip OCI form", &oci_gzip, "imager-gzip"),
     ];
 
     let samples = run_rotated(&tools, bench.runs)?;
@@ -109,7 +154,6 @@ pub(super) fn run(args: &[String]) -> Result<()> {
 
     let medians: Vec<_> = samples.iter().map(|s| summarize(s)).collect();
     let floor = medians[0].0.as_secs_f64();
-    let peer = medians[1].0.as_secs_f64();
     println!(
         "\n`cargo xtask bench iso --runs {} --gib {}`: {} of cache files, median of {} runs, each until `sync` returns\n",
         bench.runs,
@@ -120,15 +164,16 @@ pub(super) fn run(args: &[String]) -> Result<()> {
     let rows: Vec<Vec<String>> = tools
         .iter()
         .zip(&medians)
-        .map(|(tool, (time, rss))| {
+        .zip(&samples)
+        .map(|((tool, (time, rss)), samples)| {
             let secs = time.as_secs_f64();
             vec![
                 tool.name.clone(),
                 format!("{secs:.2} s"),
                 format!("{:.0} MB/s", cache_bytes as f64 / secs / 1e6),
                 format!("{:.2}x", floor / secs),
-                format!("{:.2}x", peer / secs),
                 human_size(rss * 1024),
+                human_size(peak_temp(samples)),
             ]
         })
         .collect();
@@ -140,13 +185,131 @@ pub(super) fn run(args: &[String]) -> Result<()> {
                 "median time",
                 "throughput",
                 "vs cp -r",
-                "vs xorriso",
-                "peak RSS"
+                "peak RSS",
+                "temp disk (peak)"
             ],
             &rows
         )
     );
+    let ratio = |a: usize, b: usize| medians[b].0.as_secs_f64() / medians[a].0.as_secs_f64();
+    println!(
+        "\nimager vs its peer: flat tree {:.2}x xorriso; gzip OCI form {:.2}x tar -xzf + xorriso",
+        ratio(3, 1),
+        ratio(5, 2)
+    );
     Ok(())
+}
+
+/// Our OCI form and upstream's of the flat tree at `cache`: OCI layouts whose one image has one
+/// layer, the tree as a tar (sorted, owner 0, dated 0; what `imager cache create` writes) and the
+/// same tar gzip'd. Made with GNU tar and gzip, so the reader meets layers it did not write.
+/// Reused while the cache is the same.
+fn make_oci_forms(cache: &Path, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let tar_form = dir.join("cache-oci-tar");
+    let gzip_form = dir.join("cache-oci-gzip");
+    let stamp = dir.join(".oci-forms-stamp");
+    let want = std::fs::read_to_string(cache.join(".bench-stamp")).unwrap_or_default();
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+        return Ok((tar_form, gzip_form));
+    }
+    for d in [&tar_form, &gzip_form] {
+        if d.exists() {
+            std::fs::remove_dir_all(d)?;
+        }
+        std::fs::create_dir_all(d.join("blobs/sha256"))?;
+    }
+    eprintln!("making the OCI forms of the cache (once)");
+    let tar = tar_form.join("layer.tmp");
+    util::run_quiet(
+        Command::new("tar")
+            .args([
+                "--sort=name",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+                "--mtime=@0",
+                "--format=gnu",
+                "-cf",
+            ])
+            .arg(&tar)
+            .arg("-C")
+            .arg(cache)
+            .args(["blob", "manifests"]),
+    )?;
+    let gz = gzip_form.join("layer.tmp");
+    let gz_file = std::fs::File::create(&gz)?;
+    let status = Command::new("gzip")
+        .args(["-1", "-c", "-n"])
+        .arg(&tar)
+        .stdout(gz_file)
+        .status()
+        .context("running gzip")?;
+    anyhow::ensure!(status.success(), "gzip failed: {status}");
+    write_layout(&tar_form, &tar, "application/vnd.oci.image.layer.v1.tar")?;
+    write_layout(
+        &gzip_form,
+        &gz,
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    )?;
+    std::fs::write(&stamp, want)?;
+    util::run_quiet(&mut Command::new("sync"))?;
+    Ok((tar_form, gzip_form))
+}
+
+/// Moves `layer` into the layout `dir` as its blob and writes the config, manifest, index.json
+/// and oci-layout of a one-image layout for linux/amd64.
+fn write_layout(dir: &Path, layer: &Path, media_type: &str) -> Result<()> {
+    use sha2::Digest as _;
+    let blobs = dir.join("blobs/sha256");
+    let mut hasher = sha2::Sha256::new();
+    let size = std::io::copy(&mut std::fs::File::open(layer)?, &mut hasher)?;
+    let layer_hex = hex::encode(hasher.finalize());
+    std::fs::rename(layer, blobs.join(&layer_hex))?;
+    let put = |bytes: Vec<u8>| -> Result<(String, usize)> {
+        let hex = hex::encode(sha2::Sha256::digest(&bytes));
+        std::fs::write(blobs.join(&hex), &bytes)?;
+        Ok((format!("sha256:{hex}"), bytes.len()))
+    };
+    let (config, config_len) = put(serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
+        "rootfs": {"type": "layers", "diff_ids": []}, "config": {},
+    }))?)?;
+    let (manifest, manifest_len) = put(serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_len},
+        "layers": [{"mediaType": media_type, "digest": format!("sha256:{layer_hex}"), "size": size}],
+    }))?)?;
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest, "size": manifest_len,
+                "platform": {"architecture": "amd64", "os": "linux"}}],
+        }))?,
+    )?;
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    Ok(())
+}
+
+/// The layer blob of a layout written by [`write_layout`].
+fn layer_blob(layout: &Path) -> Result<PathBuf> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .context("index.json without a manifest")?;
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(manifest_digest))?)?;
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .context("manifest without a layer")?;
+    Ok(blob(layer))
 }
 
 /// A cache-shaped tree of about `gib` GiB: a few large layers, many medium and small ones, and

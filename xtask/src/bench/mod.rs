@@ -137,6 +137,10 @@ impl std::fmt::Debug for Tool {
 struct Sample {
     time: Duration,
     rss_kib: u64,
+    /// Disk space the run used at its peak beyond what it left behind (its output): temporary
+    /// files and copies. Sampled every few milliseconds on the output's file system, so it also
+    /// counts what anything else on that file system wrote meanwhile.
+    temp_bytes: u64,
 }
 
 /// Runs `runs` rounds of every tool, rotating the order each round; returns the samples per tool.
@@ -146,8 +150,8 @@ fn run_rotated(tools: &[Tool], runs: usize) -> Result<Vec<Vec<Sample>>> {
         for i in rotation(run, tools.len()) {
             let tool = &tools[i];
             reset_dir(&tool.out)?;
-            let sample =
-                measure((tool.steps)()).with_context(|| format!("running {}", tool.name))?;
+            let sample = measure((tool.steps)(), &tool.out)
+                .with_context(|| format!("running {}", tool.name))?;
             eprintln!(
                 "run {}: {}: {:.2} s, {} peak RSS",
                 run + 1,
@@ -196,23 +200,36 @@ fn markdown_table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Runs the steps one after another, then `sync`; returns the wall time of all of it and the
-/// largest peak RSS of the processes. A failing step fails the run, quoting the end of its stderr.
-fn measure(steps: Vec<Step>) -> Result<Sample> {
+/// Runs the steps one after another, then `sync`; returns the wall time of all of it, the
+/// largest peak RSS of the processes and the peak of temporary disk space on the file system of
+/// `out`. A failing step fails the run, quoting the end of its stderr.
+fn measure(steps: Vec<Step>, out: &Path) -> Result<Sample> {
+    let used =
+        || -> u64 { rustix::fs::statvfs(out).map_or(0, |s| (s.f_blocks - s.f_bfree) * s.f_frsize) };
+    let mut peak_used = used();
+    let mut sample_disk = || peak_used = peak_used.max(used());
     let start = Instant::now();
     let mut peak_kib = 0;
     for step in steps {
-        peak_kib = peak_kib.max(run_step(step)?);
+        peak_kib = peak_kib.max(run_step(step, &mut sample_disk)?);
     }
     util::run_quiet(&mut Command::new("sync"))?;
+    let time = start.elapsed();
+    let end_used = used();
     Ok(Sample {
-        time: start.elapsed(),
+        time,
         rss_kib: peak_kib,
+        temp_bytes: peak_used.saturating_sub(end_used),
     })
 }
 
-/// Runs one process to completion; returns its peak RSS in KiB.
-fn run_step(mut step: Step) -> Result<u64> {
+/// The largest temporary disk space of a tool's samples.
+fn peak_temp(samples: &[Sample]) -> u64 {
+    samples.iter().map(|s| s.temp_bytes).max().unwrap_or(0)
+}
+
+/// Runs one process to completion, calling `poll` while it runs; returns its peak RSS in KiB.
+fn run_step(mut step: Step, poll: &mut dyn FnMut()) -> Result<u64> {
     let cmd = &mut step.cmd;
     let mut stderr = tempfile::tempfile().context("a temp file for stderr")?;
     cmd.stdout(Stdio::null())
@@ -243,6 +260,7 @@ fn run_step(mut step: Step) -> Result<u64> {
         {
             peak_kib = peak_kib.max(kib);
         }
+        poll();
         if let Some(status) = child.try_wait()? {
             break status;
         }
@@ -399,6 +417,7 @@ mod tests {
     #[test]
     fn median_and_peak() {
         let s = |secs, rss_kib| Sample {
+            temp_bytes: 0,
             time: Duration::from_secs(secs),
             rss_kib,
         };
@@ -437,7 +456,8 @@ mod tests {
     fn a_failing_step_quotes_its_stderr() {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "cat >/dev/null; echo broken >&2; exit 2"]);
-        let err = measure(vec![Step::with_stdin(cmd, b"x\n".to_vec())]).unwrap_err();
+        let err =
+            measure(vec![Step::with_stdin(cmd, b"x\n".to_vec())], Path::new("/")).unwrap_err();
         assert!(format!("{err:#}").ends_with("broken"), "{err:#}");
     }
 }

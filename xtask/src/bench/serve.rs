@@ -136,7 +136,7 @@ pub(super) fn run(args: &[String]) -> Result<()> {
             .arg(&flat)
             .args(["--images", "-", "--platform", "all", "--layout", "flat"])
             .env("DOCKER_CONFIG", dir.join("no-docker-config"));
-        super::run_step(super::Step::with_stdin(c, list.into_bytes()))
+        super::run_step(super::Step::with_stdin(c, list.into_bytes()), &mut || {})
             .context("making the flat cache")?;
         std::fs::write(&flat_stamp, stamp.to_text())?;
     }
