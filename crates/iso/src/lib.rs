@@ -15,6 +15,7 @@ mod device;
 mod error;
 mod extract;
 mod placeholder;
+pub mod read;
 mod spec;
 
 pub use device::Progress;
