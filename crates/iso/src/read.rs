@@ -636,6 +636,10 @@ impl<'f> Reader<'f> {
         }
     }
 
+    fn in_image(&self, offset: u64, len: u64) -> bool {
+        offset.checked_add(len).is_some_and(|end| end <= self.len)
+    }
+
     /// Checks that `len` bytes at `offset` lie within the image.
     fn check_range(&self, offset: u64, len: u64, entry: &str) -> Result<(), IsoError> {
         match offset.checked_add(len) {
@@ -670,44 +674,52 @@ impl<'f> Reader<'f> {
     }
 
     /// The bytes of a continuation area.
-    fn continuation(&mut self, ce: Continuation, entry: &str) -> Result<Vec<u8>, IsoError> {
+    fn continuation(
+        &mut self,
+        ce: Continuation,
+        at: &dyn Fn() -> String,
+    ) -> Result<Vec<u8>, IsoError> {
         let start = u64::from(ce.block) * BLOCK + u64::from(ce.offset);
         let len = u64::from(ce.len);
-        self.check_range(start, len, entry)?;
+        self.check_range(start, len, &at())?;
         let end = start + len;
-        if let Some((at, buf)) = &self.ce_cache
-            && start >= *at
-            && end <= at + buf.len() as u64
+        if let Some((span, buf)) = &self.ce_cache
+            && start >= *span
+            && end <= span + buf.len() as u64
         {
-            return Ok(buf[(start - at) as usize..(end - at) as usize].to_vec());
+            return Ok(buf[(start - span) as usize..(end - span) as usize].to_vec());
         }
-        let at = start - start % BLOCK;
+        let span = start - start % BLOCK;
         let span_end = end.next_multiple_of(BLOCK).min(self.len);
-        let buf = self.read(at, span_end - at, entry)?;
-        let bytes = buf[(start - at) as usize..(end - at) as usize].to_vec();
-        self.ce_cache = Some((at, buf));
+        let buf = self.read(span, span_end - span, &at())?;
+        let bytes = buf[(start - span) as usize..(end - span) as usize].to_vec();
+        self.ce_cache = Some((span, buf));
         Ok(bytes)
     }
 
     /// The Rock Ridge entries of `rec`, continuation areas followed.
-    fn rock_ridge(&mut self, rec: &Record<'_>, entry: &str) -> Result<RockRidge, IsoError> {
+    fn rock_ridge(
+        &mut self,
+        rec: &Record<'_>,
+        at: &dyn Fn() -> String,
+    ) -> Result<RockRidge, IsoError> {
         let mut rr = RockRidge::default();
         let Some(skip) = self.susp_skip else {
             return Ok(rr);
         };
         let area = rec.system_use.get(skip..).unwrap_or(&[]);
-        let mut next = rr.parse_area(area).map_err(|e| self.err(entry, e))?;
+        let mut next = rr.parse_area(area).map_err(|e| self.err(&at(), e))?;
         let mut hops = 0;
         while let Some(ce) = next {
             hops += 1;
             if hops > MAX_CONTINUATIONS {
                 return Err(self.err(
-                    entry,
+                    &at(),
                     ReadError::Malformed("too many chained continuation areas (a CE loop)"),
                 ));
             }
-            let area = self.continuation(ce, entry)?;
-            next = rr.parse_area(&area).map_err(|e| self.err(entry, e))?;
+            let area = self.continuation(ce, at)?;
+            next = rr.parse_area(&area).map_err(|e| self.err(&at(), e))?;
         }
         Ok(rr)
     }
@@ -719,24 +731,29 @@ impl<'f> Reader<'f> {
         }
         let bytes = self.read(u64::from(location) * BLOCK, u64::from(len), shown)?;
         let groups = group_records(dir_records(&bytes)).map_err(|e| self.err(shown, e))?;
+        let dir = shown.trim_end_matches('/');
         let mut entries = Vec::with_capacity(groups.len());
-        let mut names: HashSet<String> = HashSet::with_capacity(groups.len());
         for group in groups {
             let rec = group.first;
-            let iso = String::from_utf8_lossy(rec.ident);
-            let at = format!("{}/{iso}", shown.trim_end_matches('/'));
-            let rr = self.rock_ridge(&rec, &at)?;
+            // Entry paths are only formatted for errors: they would be most of the work.
+            let iso_at = || format!("{dir}/{}", String::from_utf8_lossy(rec.ident));
+            let rr = self.rock_ridge(&rec, &iso_at)?;
             if rr.name_is_dot {
-                return Err(self.err(&at, ReadError::Malformed("a Rock Ridge name is . or ..")));
+                return Err(self.err(
+                    &iso_at(),
+                    ReadError::Malformed("a Rock Ridge name is . or .."),
+                ));
             }
             let raw = rr.name.as_deref().unwrap_or_else(|| iso_name(rec.ident));
-            let name = check_name(raw).map_err(|e| self.err(&at, e))?;
-            let at = format!("{}/{name}", shown.trim_end_matches('/'));
-            if !names.insert(name.clone()) {
-                return Err(self.err(&at, ReadError::Duplicate));
-            }
-            let kind = self.kind(&rec, &rr, group, &at)?;
+            let name = check_name(raw).map_err(|e| self.err(&iso_at(), e))?;
+            let kind = self.kind(&rec, &rr, group, &|| format!("{dir}/{name}"))?;
             entries.push(Entry { name, kind });
+        }
+        let mut names: HashSet<&str> = HashSet::with_capacity(entries.len());
+        for entry in &entries {
+            if !names.insert(&entry.name) {
+                return Err(self.err(&format!("{dir}/{}", entry.name), ReadError::Duplicate));
+            }
         }
         Ok(entries)
     }
@@ -746,7 +763,7 @@ impl<'f> Reader<'f> {
         rec: &Record<'_>,
         rr: &RockRidge,
         group: Group<'_>,
-        at: &str,
+        at: &dyn Fn() -> String,
     ) -> Result<Kind, IsoError> {
         let mode = rr.mode_type.filter(|&m| m != 0);
         let refused = if rr.symlink || mode == Some(S_IFLNK) {
@@ -776,7 +793,7 @@ impl<'f> Reader<'f> {
         if rec.is_dir() {
             if rec.xattr_blocks != 0 {
                 return Err(self.err(
-                    at,
+                    &at(),
                     ReadError::Malformed("a directory has an extended attribute record"),
                 ));
             }
@@ -787,12 +804,14 @@ impl<'f> Reader<'f> {
         }
         if mode == Some(S_IFDIR) {
             return Err(self.err(
-                at,
+                &at(),
                 ReadError::Malformed("a file record whose Rock Ridge mode is a directory"),
             ));
         }
         for e in &group.extents {
-            self.check_range(e.offset, e.len, at)?;
+            if !self.in_image(e.offset, e.len) {
+                self.check_range(e.offset, e.len, &at())?;
+            }
         }
         Ok(Kind::File {
             size: group.size,
@@ -863,7 +882,7 @@ impl<'f> Reader<'f> {
                 } else {
                     format!("{}/{}", d.rel, entry.name)
                 };
-                let at = format!("{base}/{rel}");
+                let at = || format!("{base}/{rel}");
                 let (location, len) = match entry.kind {
                     Kind::File { size, extents } => {
                         files.push(IsoFile {
@@ -874,12 +893,12 @@ impl<'f> Reader<'f> {
                         continue;
                     }
                     Kind::Relocated => continue,
-                    Kind::Refused(why) => return Err(self.err(&at, why)),
+                    Kind::Refused(why) => return Err(self.err(&at(), why)),
                     Kind::Dir { location, len } => (location, len),
-                    Kind::Moved(block) => self.moved_dir(block, &at)?,
+                    Kind::Moved(block) => self.moved_dir(block, &at())?,
                 };
                 if d.depth + 1 > MAX_DEPTH {
-                    return Err(self.err(&at, ReadError::TooDeep));
+                    return Err(self.err(&at(), ReadError::TooDeep));
                 }
                 dirs.push(rel.clone());
                 stack.push(DirRef {
