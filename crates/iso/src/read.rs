@@ -7,7 +7,7 @@
 //! each directory extent once, in one read, and parses it front to back.
 //!
 //! The parsing (volume descriptor, directory records, SUSP/Rock Ridge entries, the grouping of
-//! multi-extent files) is done by pure functions over byte slices; [`Reader`] does the I/O around
+//! multi-extent files) is done by pure functions over byte slices; `Reader` does the I/O around
 //! them. That split lets the parser be unit-tested with hand-built records.
 
 use std::collections::HashSet;
