@@ -6,6 +6,15 @@ pub enum IsoError {
     /// An existing image could not be read.
     #[error("{path}: {reason}")]
     Read { path: PathBuf, reason: String },
+    /// An image holds something the reader refuses, or is damaged; `entry` is the path in the
+    /// image (or the part of it) where that was found.
+    #[error("{path}: {entry}")]
+    Image {
+        path: PathBuf,
+        entry: String,
+        #[source]
+        source: crate::read::ReadError,
+    },
     /// A host file or directory given as input could not be read.
     #[error("cannot read {path}")]
     Input {
