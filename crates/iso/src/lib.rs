@@ -13,12 +13,10 @@
 mod copy;
 mod device;
 mod error;
-mod extract;
 mod placeholder;
 pub mod read;
 mod spec;
 
 pub use device::Progress;
 pub use error::IsoError;
-pub use extract::extract_dir;
 pub use spec::{BiosBoot, IsoSpec, Stream, WriteReport};
