@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod oci_out;
 mod par;
 pub mod reference;
+mod slot;
 pub mod unpack;
 pub mod verify;
 
