@@ -10,7 +10,9 @@
 //! 3. **plan** (pure): which manifest and tag files to write, the distinct blobs, which image and
 //!    layer each blob is for ([`plan`]), the platforms of the OCI layout ([`layout_platforms`]);
 //! 4. **fetch** (network): the blobs, at most `jobs` at a time, each verified as it streams, into
-//!    the tree or through the persistent layer cache;
+//!    the tree, or for the OCI layout straight into their slots of its layer (laid out before
+//!    the first blob arrives, hashed in order behind the downloads, [`crate::oci_out`]), or
+//!    through the persistent layer cache;
 //! 5. **publish**: everything is built in `<P>.tmp-XXXX` beside the output `P` and renamed over it
 //!    at the end; any error removes the temp directory, so `P` is never partial.
 //!
@@ -61,9 +63,10 @@ pub trait CreateProgress: Progress {
     /// Every image is resolved: these distinct blobs go into the cache (downloaded, or verified
     /// copies from the layer cache).
     fn blobs_planned(&self, _blobs: &[PlannedBlob]) {}
-    /// The OCI layout's layer is being written: `total` bytes of files to archive.
+    /// The downloads are over and the OCI layer's hashing pass, which runs behind them, goes on:
+    /// the layer is `total` bytes. Called from the hashing thread.
     fn layout_started(&self, _total: u64) {}
-    /// `done` bytes of files archived so far.
+    /// `done` bytes of the layer hashed so far.
     fn layout_advanced(&self, _done: u64) {}
 }
 

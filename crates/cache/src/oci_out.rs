@@ -682,9 +682,6 @@ pub fn hash_layer(
         let take = usize::try_from(until - at)
             .unwrap_or(usize::MAX)
             .min(buf.len());
-        if take == 0 {
-            continue;
-        }
         let chunk = &mut buf[..take];
         layer.read_exact_at(chunk, at).map_err(read_err)?;
         hasher.update(chunk);

@@ -229,6 +229,20 @@ fn the_layer_is_the_flat_tree_uncompressed_resumed_in_place_and_never_a_tree() {
 #[test]
 fn the_layer_cache_fills_the_slots_and_gives_the_same_layout() {
     let w = World::start();
+    // A run that fails (a corrupt blob: a wrong digest is not retried) leaves nothing at or beside the output,
+    // though the other blobs were streaming into the layer.
+    let parent = w.work.path().join("failed");
+    let big = &w.arm64.layers[1];
+    w.proxy.inject(&hex(big), 1, Action::Corrupt(1000));
+    let err = create(&oci_options(&w, &parent.join("cache"))).unwrap_err();
+    assert!(
+        matches!(err, imager_cache::CreateError::Blob { .. }),
+        "{}",
+        chain(&err)
+    );
+    assert!(chain(&err).contains(&big.digest), "{}", chain(&err));
+    assert!(!parent.exists(), "{:?}", names(&parent));
+
     let direct = w.work.path().join("direct");
     create(&oci_options(&w, &direct)).unwrap();
     let expected = files(&direct);

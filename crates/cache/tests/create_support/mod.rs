@@ -21,8 +21,6 @@ use imager_registry::testing::{
 };
 use imager_registry::{ClientConfig, DockerConfigSource, PlatformSelection};
 
-// Not every test file prints error chains.
-#[allow(unused_imports)]
 pub use imager_registry::testing::chain;
 
 pub struct World {
