@@ -10,7 +10,9 @@
 //! 3. **plan** (pure): which manifest and tag files to write, the distinct blobs, which image and
 //!    layer each blob is for ([`plan`]), the platforms of the OCI layout ([`layout_platforms`]);
 //! 4. **fetch** (network): the blobs, at most `jobs` at a time, each verified as it streams, into
-//!    the tree or through the persistent layer cache;
+//!    the tree, or for the OCI layout straight into their slots of its layer (laid out before
+//!    the first blob arrives, hashed in order behind the downloads, [`crate::oci_out`]), or
+//!    through the persistent layer cache;
 //! 5. **publish**: everything is built in `<P>.tmp-XXXX` beside the output `P` and renamed over it
 //!    at the end; any error removes the temp directory, so `P` is never partial.
 //!
@@ -22,20 +24,23 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use imager_registry::{
     self as registry, BlobRequest, Client, ClientConfig, ManifestKind, PlatformSelection, Progress,
     SelectError, select_platforms,
 };
+use tokio::io::AsyncWriteExt as _;
 
 use crate::Platform;
 use crate::digest::Digest;
 use crate::flat::{self, FlatError, FlatWriter};
 use crate::manifest::{self, Manifest, ManifestError};
-use crate::oci_out::{self, OciOutError};
+use crate::oci_out::{self, Gate, LayerFile, LayerSlot, OciOutError};
 use crate::par;
 use crate::reference::{ImageName, Reference, ReferenceError};
+use crate::slot::SlotWriter;
 
 /// The default number of blobs downloaded at once (talosctl fetches one at a time).
 pub const DEFAULT_JOBS: usize = 4;
@@ -58,9 +63,10 @@ pub trait CreateProgress: Progress {
     /// Every image is resolved: these distinct blobs go into the cache (downloaded, or verified
     /// copies from the layer cache).
     fn blobs_planned(&self, _blobs: &[PlannedBlob]) {}
-    /// The OCI layout's layer is being written: `total` bytes of files to archive.
+    /// The downloads are over and the OCI layer's hashing pass, which runs behind them, goes on:
+    /// the layer is `total` bytes. Called from the hashing thread.
     fn layout_started(&self, _total: u64) {}
-    /// `done` bytes of files archived so far.
+    /// `done` bytes of the layer hashed so far.
     fn layout_advanced(&self, _done: u64) {}
 }
 
@@ -225,6 +231,19 @@ pub enum CreateError {
         digest: Digest,
         #[source]
         source: FlatError,
+    },
+    #[error("copying {digest} from the layer cache into the layer")]
+    LayerCacheCopy {
+        digest: Digest,
+        #[source]
+        source: OciOutError,
+    },
+    #[error("writing {digest} into the layer {path}")]
+    LayerWrite {
+        digest: Digest,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error("writing the cache tree")]
     Tree(#[source] FlatError),
@@ -695,6 +714,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         let p: Arc<dyn Progress> = p.clone();
         client_config.progress = Some(p);
     }
+    let blob_progress = client_config.progress.clone();
     let client = Client::new(client_config).map_err(|e| CreateError::Client(Box::new(e)))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -704,7 +724,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     let progress = opts.progress.as_deref();
 
     let staging = Staging::new(&opts.output)?;
-    let tree = staging.path().join("tree");
 
     let resolved: Vec<ResolvedImage> = runtime.block_on(
         futures_util::stream::iter(wanted)
@@ -720,60 +739,30 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
         p.blobs_planned(&plan.blobs);
     }
 
-    let writer = write_manifests(&tree, &plan)?;
-    let outcomes = runtime.block_on(fetch_blobs(
-        &client,
-        &plan,
-        &tree,
-        opts.layer_cache.as_deref(),
-        jobs,
-    ))?;
-    // Downloads are done; the runtime's threads are not needed for the rest.
-    drop(runtime);
-    if let Some(dir) = &opts.layer_cache {
-        // Copied by the kernel (a reflink where the file system has them), then hashed: what is
-        // checked is what landed in the tree.
-        par::map(&plan.blobs, |b| {
-            writer
-                .copy_blob(&b.digest, b.size, &layer_cache_path(dir, &b.digest))
-                .map_err(|source| CreateError::LayerCache {
-                    digest: b.digest,
-                    source,
-                })
-        })
-        .into_iter()
-        .try_for_each(|r| r.map(drop))?;
-    }
-
     let platforms = layout_platforms(&opts.platforms, &resolved);
-    let result_dir = match opts.layout {
-        OutputLayout::Flat => tree,
+    let fetch = Fetch {
+        runtime: &runtime,
+        client: &client,
+        plan: &plan,
+        layer_cache: opts.layer_cache.as_deref(),
+        jobs,
+        progress,
+        blob_progress,
+    };
+    let (result_dir, outcomes) = match opts.layout {
+        OutputLayout::Flat => {
+            let tree = staging.path().join("tree");
+            let outcomes = fetch.flat_tree(&tree)?;
+            (tree, outcomes)
+        }
         OutputLayout::Oci => {
             let out = staging.path().join("layout");
-            if let Some(p) = progress {
-                p.layout_started(plan.blob_bytes() + manifest_bytes(&plan));
-            }
-            oci_out::write_wrapped_layout(
-                &tree,
-                &out,
-                &platforms,
-                opts.source_date_epoch,
-                &mut |done| {
-                    if let Some(p) = progress {
-                        p.layout_advanced(done);
-                    }
-                },
-            )
-            .map_err(CreateError::Layout)?;
-            // The flat tree now lives inside the layer. Deleting it before the sync that
-            // publishes the layout drops its dirty pages instead of writing them to disk.
-            fs::remove_dir_all(&tree).map_err(|source| CreateError::Output {
-                path: tree.clone(),
-                source,
-            })?;
-            out
+            let outcomes = fetch.oci_layout(&out, &platforms, opts.source_date_epoch)?;
+            (out, outcomes)
         }
     };
+    // Downloads are done; the runtime's threads are not needed for the rest.
+    drop(runtime);
     staging.publish(&result_dir, &opts.output, opts.force)?;
 
     let downloaded: Vec<_> = outcomes.iter().filter(|o| o.downloaded).collect();
@@ -792,6 +781,311 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
                 .collect(),
         },
     })
+}
+
+/// What fetching the blobs needs, whatever the output.
+struct Fetch<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    client: &'a Client,
+    plan: &'a Plan<'a>,
+    layer_cache: Option<&'a Path>,
+    jobs: usize,
+    progress: Option<&'a dyn CreateProgress>,
+    blob_progress: Option<Arc<dyn Progress>>,
+}
+
+impl Fetch<'_> {
+    /// The flat tree at `tree`: manifests and tags, then the blobs, downloaded into the tree (or
+    /// into the layer cache and copied from there).
+    fn flat_tree(&self, tree: &Path) -> Result<Vec<registry::BlobOutcome>> {
+        let writer = write_manifests(tree, self.plan)?;
+        let outcomes = self.runtime.block_on(fetch_blobs(
+            self.client,
+            self.plan,
+            |d| match self.layer_cache {
+                Some(dir) => layer_cache_path(dir, d),
+                None => tree.join(flat::blob_path(d)),
+            },
+            self.jobs,
+        ))?;
+        if let Some(dir) = self.layer_cache {
+            // Copied by the kernel (a reflink where the file system has them), then hashed: what
+            // is checked is what landed in the tree.
+            par::map(&self.plan.blobs, |b| {
+                writer
+                    .copy_blob(&b.digest, b.size, &layer_cache_path(dir, &b.digest))
+                    .map_err(|source| CreateError::LayerCache {
+                        digest: b.digest,
+                        source,
+                    })
+            })
+            .into_iter()
+            .try_for_each(|r| r.map(drop))?;
+        }
+        Ok(outcomes)
+    }
+
+    /// The OCI layout at `out`, without a flat tree: the layer is laid out from the plan's names
+    /// and sizes, created at its final size with its headers, and every file written into its
+    /// slot (manifests from memory, blobs streamed by the client or copied from the layer cache),
+    /// while a second thread hashes the layer in order behind them. Then configs, manifests,
+    /// index.
+    fn oci_layout(
+        &self,
+        out: &Path,
+        platforms: &[Option<Platform>],
+        epoch: u64,
+    ) -> Result<Vec<registry::BlobOutcome>> {
+        // Name -> bytes; a later tag file for the same name replaces an earlier one, as in a tree.
+        let mut small: BTreeMap<String, &[u8]> = BTreeMap::new();
+        for m in &self.plan.manifests {
+            small.insert(tree_name(&flat::manifest_path(m.name, &m.digest))?, m.bytes);
+        }
+        for t in &self.plan.tags {
+            small.insert(tree_name(&flat::tag_path(t.name, t.tag))?, t.bytes);
+        }
+        let blob_names: Vec<String> = self
+            .plan
+            .blobs
+            .iter()
+            .map(|b| tree_name(&flat::blob_path(&b.digest)))
+            .collect::<Result<_>>()?;
+        let files = small
+            .iter()
+            .map(|(name, bytes)| (name.as_str(), bytes.len() as u64))
+            .chain(
+                blob_names
+                    .iter()
+                    .zip(&self.plan.blobs)
+                    .map(|(name, b)| (name.as_str(), b.size)),
+            );
+        let layout_err = CreateError::Layout;
+        let entries = oci_out::layer_entries(files).map_err(layout_err)?;
+        let layer_plan = oci_out::plan_layer(&entries, epoch).map_err(layout_err)?;
+        let slots: HashMap<&str, &LayerSlot> =
+            layer_plan.files().map(|s| (s.name.as_str(), s)).collect();
+        let slot = |name: &str| {
+            slots.get(name).copied().ok_or_else(|| {
+                CreateError::Layout(OciOutError::BadName {
+                    name: name.to_owned(),
+                })
+            })
+        };
+        let blobs_dir = oci_out::layout_blobs_dir(out).map_err(layout_err)?;
+        let layer = LayerFile::create(&blobs_dir, &layer_plan).map_err(layout_err)?;
+        for (name, bytes) in &small {
+            layer.write_at(slot(name)?, bytes).map_err(layout_err)?;
+        }
+        // In layer order, so that the hashing pass behind them can keep moving.
+        let mut blobs: Vec<(&PlannedBlob, &LayerSlot)> = self
+            .plan
+            .blobs
+            .iter()
+            .zip(&blob_names)
+            .map(|(b, name)| Ok((b, slot(name)?)))
+            .collect::<Result<_>>()?;
+        blobs.sort_by_key(|(_, s)| s.data_offset);
+        let gate = Arc::new(Gate::new(
+            blobs.iter().map(|(_, s)| (s.data_offset, s.size)).collect(),
+        ));
+
+        let fetched = AtomicBool::new(false);
+        let (filled, hashed) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(|| {
+                let mut started = false;
+                oci_out::hash_layer(
+                    layer.file(),
+                    layer.path(),
+                    layer_plan.len,
+                    &gate,
+                    &mut |done| {
+                        // Reported once the downloads' own progress is over.
+                        if let Some(p) = self.progress
+                            && fetched.load(Ordering::Relaxed)
+                        {
+                            if !started {
+                                p.layout_started(layer_plan.len);
+                                started = true;
+                            }
+                            p.layout_advanced(done);
+                        }
+                    },
+                )
+            });
+            let filled = {
+                // However filling ends (an error, a panic), the hashing pass must not wait for
+                // slots that will never be filled.
+                let _stop = AbortOnDrop(&gate);
+                self.fill_slots(&layer, &blobs, &gate)
+            };
+            fetched.store(true, Ordering::Relaxed);
+            let hashed = hashing
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (filled, hashed)
+        });
+        let outcomes = filled?;
+        let (digest, size) = hashed.map_err(layout_err)?;
+        layer.persist(&digest).map_err(layout_err)?;
+        oci_out::write_layout_metadata(out, (digest, size), platforms, epoch)
+            .map_err(layout_err)?;
+        Ok(outcomes)
+    }
+
+    /// Fills the blobs' slots: streamed by the client straight into them, or, with a layer cache,
+    /// downloaded there (what is missing) and copied into them (checked by the hashing pass).
+    fn fill_slots(
+        &self,
+        layer: &LayerFile,
+        blobs: &[(&PlannedBlob, &LayerSlot)],
+        gate: &Arc<Gate>,
+    ) -> Result<Vec<registry::BlobOutcome>> {
+        let Some(dir) = self.layer_cache else {
+            let file = layer
+                .file()
+                .try_clone()
+                .map_err(|source| CreateError::Output {
+                    path: layer.path().to_owned(),
+                    source,
+                })?;
+            return self.runtime.block_on(fetch_into_slots(
+                self.client,
+                blobs,
+                Arc::new(file),
+                layer.path(),
+                gate,
+                self.jobs,
+                self.blob_progress.clone(),
+            ));
+        };
+        let outcomes = self.runtime.block_on(fetch_blobs(
+            self.client,
+            self.plan,
+            |d| layer_cache_path(dir, d),
+            self.jobs,
+        ))?;
+        par::map(blobs, |(b, slot)| {
+            layer
+                .copy_into(slot, &layer_cache_path(dir, &b.digest))
+                .map(|()| gate.fill(slot.data_offset, Some(b.digest)))
+                .map_err(|source| CreateError::LayerCacheCopy {
+                    digest: b.digest,
+                    source,
+                })
+        })
+        .into_iter()
+        .collect::<Result<Vec<()>>>()?;
+        Ok(outcomes)
+    }
+}
+
+/// Stops a hashing pass when dropped (a no-op once every slot is filled).
+struct AbortOnDrop<'a>(&'a Gate);
+
+impl Drop for AbortOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A tree path as a layer entry name (the paths are made of validated names, so UTF-8).
+fn tree_name(path: &Path) -> Result<String> {
+    path.to_str().map(ToOwned::to_owned).ok_or_else(|| {
+        CreateError::Layout(OciOutError::NotUtf8 {
+            path: path.to_owned(),
+        })
+    })
+}
+
+/// Streams each blob into its slot of the layer, at most `jobs` at a time, in the given (layer)
+/// order, each verified by the client as it streams (size as bytes arrive, sha256 at the end) and
+/// resumed at the right offset of its slot after a dropped connection. The first failure cancels
+/// the rest.
+async fn fetch_into_slots(
+    client: &Client,
+    blobs: &[(&PlannedBlob, &LayerSlot)],
+    file: Arc<fs::File>,
+    layer_path: &Path,
+    gate: &Arc<Gate>,
+    jobs: usize,
+    progress: Option<Arc<dyn Progress>>,
+) -> Result<Vec<registry::BlobOutcome>> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (b, slot)) in blobs.iter().enumerate() {
+        let repository = registry_repository(&b.repository)?;
+        let digest = registry_digest(&b.digest);
+        let (cache_digest, image, what) = (b.digest, b.image.clone(), b.what.clone());
+        let (offset, size) = (slot.data_offset, slot.size);
+        let (client, limit, file, gate, progress) = (
+            client.clone(),
+            limit.clone(),
+            file.clone(),
+            gate.clone(),
+            progress.clone(),
+        );
+        let path = layer_path.to_owned();
+        // Spawned (not just polled together) so that several blobs are hashed on all the
+        // runtime's threads.
+        tasks.spawn(async move {
+            // The semaphore is never closed, so acquiring only waits.
+            let _permit = limit.acquire_owned().await;
+            if let Some(p) = &progress {
+                p.blob_started(&digest, Some(size));
+            }
+            let mut writer = SlotWriter::new(file, offset, size);
+            let streamed = client
+                .get_blob_to_writer(&repository, &digest, Some(size), &mut writer)
+                .await
+                .map_err(|source| CreateError::Blob {
+                    image,
+                    what,
+                    digest: cache_digest,
+                    source: Box::new(source),
+                })?;
+            writer
+                .shutdown()
+                .await
+                .map_err(|source| CreateError::LayerWrite {
+                    digest: cache_digest,
+                    path: path.clone(),
+                    source,
+                })?;
+            gate.fill(offset, None);
+            if let Some(p) = &progress {
+                p.blob_finished(&digest, true);
+            }
+            Ok::<_, CreateError>((
+                i,
+                registry::BlobOutcome {
+                    digest,
+                    path,
+                    size: streamed,
+                    downloaded: true,
+                },
+            ))
+        });
+    }
+    let mut outcomes = Vec::with_capacity(tasks.len());
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(outcome)) => outcomes.push(outcome),
+            Ok(Err(e)) => {
+                // Abort is asynchronous: wait until every other download is gone before the
+                // caller removes the layer.
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                return Err(e);
+            }
+            Err(join) => match join.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // Only abort() cancels, and nothing here calls it while joining.
+                Err(_) => continue,
+            },
+        }
+    }
+    outcomes.sort_by_key(|(i, _)| *i);
+    Ok(outcomes.into_iter().map(|(_, o)| o).collect())
 }
 
 /// Writes the plan's manifest and tag files into a new flat tree at `tree`.
@@ -815,14 +1109,13 @@ fn layer_cache_path(dir: &Path, digest: &Digest) -> PathBuf {
     dir.join("blobs/sha256").join(digest.hex())
 }
 
-/// Fetches the plan's blobs into the tree's `blob/`, or into the layer cache when there is one
-/// (verified copies already there are kept, not fetched). A failure names the image and the
+/// Fetches the plan's blobs to `dest(digest)` (the tree's `blob/`, or the layer cache, where
+/// verified copies already there are kept, not fetched). A failure names the image and the
 /// blob's role in it, not only the repository the client knows.
 async fn fetch_blobs(
     client: &Client,
     plan: &Plan<'_>,
-    tree: &Path,
-    layer_cache: Option<&Path>,
+    dest: impl Fn(&Digest) -> PathBuf,
     jobs: usize,
 ) -> Result<Vec<registry::BlobOutcome>> {
     let mut requests = Vec::with_capacity(plan.blobs.len());
@@ -831,10 +1124,7 @@ async fn fetch_blobs(
             repository: registry_repository(&b.repository)?,
             digest: registry_digest(&b.digest),
             size: Some(b.size),
-            dest: match layer_cache {
-                Some(dir) => layer_cache_path(dir, &b.digest),
-                None => tree.join(flat::blob_path(&b.digest)),
-            },
+            dest: dest(&b.digest),
         });
     }
     client
@@ -853,12 +1143,6 @@ async fn fetch_blobs(
                 source: Box::new(failed.error),
             }
         })
-}
-
-fn manifest_bytes(plan: &Plan<'_>) -> u64 {
-    let manifests: u64 = plan.manifests.iter().map(|m| m.bytes.len() as u64).sum();
-    let tags: u64 = plan.tags.iter().map(|t| t.bytes.len() as u64).sum();
-    manifests + tags
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ pub mod model;
 pub mod oci_out;
 mod par;
 pub mod reference;
+mod slot;
 pub mod tar_layer;
-pub mod unpack;
 pub mod verify;
 
 pub use create::{CreateError, CreateOptions, CreateProgress, Created, OutputLayout, create};

@@ -1,11 +1,11 @@
-//! Writing a flat tree as an OCI image layout (the oci-wrapped form `talosctl images
-//! cache-create --layout oci` writes): one image per platform, each with a single gzip'd tar layer
-//! holding the whole flat tree.
+//! Writing an image cache as an OCI image layout (the oci-wrapped form `talosctl images
+//! cache-create --layout oci` writes): one image per platform, each with a single layer holding
+//! the whole flat tree as an **uncompressed** tar.
 //!
 //! ```text
 //! oci-layout                         {"imageLayoutVersion":"1.0.0"}
 //! index.json                         one manifest per platform, `platform` and `ref.name` set
-//! blobs/sha256/<layer>               the flat tree as a tar.gz, shared by every platform's image
+//! blobs/sha256/<layer>               the flat tree as a tar, shared by every platform's image
 //! blobs/sha256/<config>, <manifest>  per platform
 //! ```
 //!
@@ -14,18 +14,27 @@
 //! from the same tree. Upstream writes only the first requested platform, which is why arm64
 //! media could not be built from its caches.
 //!
-//! Reproducible: entries in sorted order, owner 0, modes 0644/0755, times and the config's
-//! `created` from one given epoch, no host names or user names, a fixed gzip level, JSON with
-//! sorted keys. The tar goes through gzip and sha256 straight into its blob file, so memory does
-//! not grow with the tree.
+//! The layer is not compressed: the tree is almost entirely compressed layers, and a plain tar
+//! keeps every file's bytes contiguous in the layer blob, so a reader copies them at disk speed.
+//! Because every file's size is known before its bytes are (the manifests give every blob's size),
+//! the tar is laid out up front by a pure function ([`plan_layer`]): each header's and each file's
+//! offset. The layer file is then created at its final size, the headers written, and each file's
+//! bytes written into its slot, in any order and in parallel ([`LayerFile`]); one sequential pass
+//! then hashes it ([`hash_layer`]), which may run while the slots are still being filled
+//! ([`Gate`]).
+//!
+//! Reproducible: entries in sorted order (depth first, each directory's entries by name, a
+//! directory before its contents), owner 0, modes 0644/0755, times and the config's `created`
+//! from one given epoch, no host names or user names, POSIX ustar headers with PAX records only
+//! where ustar cannot hold a value (names over 100 bytes), JSON with sorted keys.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io;
+use std::os::unix::fs::{FileExt as _, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use serde_json::json;
 
 use crate::Platform;
@@ -34,13 +43,20 @@ use crate::layout::REF_NAME;
 use crate::manifest::{OCI_INDEX, OCI_MANIFEST};
 
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// The layer's media type: a tar without compression.
+pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
-/// Stored (level 0) deflate. The tree is almost entirely compressed layers: measured on
-/// incompressible data with zlib-rs, level 0 runs at ~680 MB/s and adds 0.02 %, level 1 at
-/// ~50 MB/s adds 5 % (its static Huffman codes expand random bytes), levels 2-6 at 30-40 MB/s
-/// gain nothing. Fixed, because the level is part of the layer's bytes (reproducibility).
-const GZIP_LEVEL: u32 = 0;
+/// Tar's unit: headers are one block, file data is padded to whole blocks.
+pub const BLOCK: u64 = 512;
+/// The end of an archive: two zero blocks.
+const TRAILER: u64 = 2 * BLOCK;
+/// The longest name a ustar header's `name` field holds; longer ones get a PAX `path` record.
+const USTAR_NAME: usize = 100;
+/// The largest value of a ustar 12-byte numeric field (11 octal digits); larger sizes and times
+/// get a PAX record.
+const USTAR_MAX: u64 = 0o777_7777_7777;
+/// The name of PAX extended headers (what tar-rs writes; readers never use it as a path).
+const PAX_NAME: &str = "././@PaxHeader";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OciOutError {
@@ -54,12 +70,30 @@ pub enum OciOutError {
     NotArchivable { path: PathBuf, what: &'static str },
     #[error("{path}: the name is not UTF-8")]
     NotUtf8 { path: PathBuf },
+    #[error("{name:?} cannot be a tar entry name (empty, absolute, with `.`, `..` or NUL)")]
+    BadName { name: String },
+    #[error("{name} is both a file and a directory of the layer")]
+    NameConflict { name: String },
+    #[error("{path}: {actual} bytes, but {expected} were planned for it in the layer")]
+    SizeChanged {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
     #[error("writing {path}")]
     Write {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+    #[error("the copy of {expected} in the layer (ending at byte {end}) hashes to {actual}")]
+    SlotDigest {
+        end: u64,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("hashing the layer stopped: a slot was never filled")]
+    Aborted,
 }
 
 /// One entry of the tree, in archive order.
@@ -76,7 +110,8 @@ pub struct TreeEntry {
 pub struct WrappedLayout {
     pub layer: Digest,
     pub layer_size: u64,
-    /// The sha256 of the uncompressed tar (the config's `rootfs.diff_ids`).
+    /// The sha256 of the uncompressed tar (the config's `rootfs.diff_ids`): the layer's digest,
+    /// since the layer is not compressed.
     pub diff_id: Digest,
     /// Per platform, in `index.json` order: the platform and its image manifest.
     pub images: Vec<(Option<Platform>, Digest)>,
@@ -147,10 +182,540 @@ fn walk(root: &Path, prefix: &str, out: &mut Vec<TreeEntry>) -> Result<(), OciOu
     Ok(())
 }
 
+/// The entries of a layer holding `files` (relative `/`-separated paths and sizes): the files and
+/// every directory above them, in archive order, the same order [`tree_entries`] gives for a tree
+/// holding these files. A name given twice keeps its last size (as a later write replaces an
+/// earlier one in a tree).
+pub fn layer_entries<'a>(
+    files: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Result<Vec<TreeEntry>, OciOutError> {
+    let mut sizes: BTreeMap<Vec<&'a str>, Option<u64>> = BTreeMap::new();
+    for (name, size) in files {
+        let parts: Vec<&str> = name.split('/').collect();
+        if parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains('\0'))
+        {
+            return Err(OciOutError::BadName {
+                name: name.to_owned(),
+            });
+        }
+        for depth in 1..parts.len() {
+            if let Some(Some(_)) = sizes.insert(parts[..depth].to_vec(), None) {
+                return Err(OciOutError::NameConflict {
+                    name: parts[..depth].join("/"),
+                });
+            }
+        }
+        if let Some(None) = sizes.insert(parts, Some(size)) {
+            return Err(OciOutError::NameConflict {
+                name: name.to_owned(),
+            });
+        }
+    }
+    // Component-wise order is depth first with each directory's entries sorted by name, a
+    // directory right before its contents: the order of a walk that sorts each directory.
+    Ok(sizes
+        .into_iter()
+        .map(|(parts, size)| match size {
+            Some(size) => TreeEntry {
+                name: parts.join("/"),
+                size,
+                is_dir: false,
+            },
+            None => TreeEntry {
+                name: format!("{}/", parts.join("/")),
+                size: 0,
+                is_dir: true,
+            },
+        })
+        .collect())
+}
+
+/// Where one entry lies in the layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSlot {
+    /// As in [`TreeEntry::name`].
+    pub name: String,
+    pub is_dir: bool,
+    /// Where its header blocks start.
+    pub header_offset: u64,
+    /// Its header blocks: one ustar block, preceded by a PAX extended header (a block and its
+    /// records) when the name or size does not fit ustar.
+    pub header: Vec<u8>,
+    /// Where its bytes start (right after the header); they are zero-padded to a whole block.
+    pub data_offset: u64,
+    pub size: u64,
+}
+
+/// The whole layer, laid out before any of its file bytes exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerPlan {
+    /// In archive order (by offset).
+    pub slots: Vec<LayerSlot>,
+    /// The layer's size, the two zero blocks that end the archive included.
+    pub len: u64,
+}
+
+impl LayerPlan {
+    /// The slots that hold file data, in archive order.
+    pub fn files(&self) -> impl Iterator<Item = &LayerSlot> {
+        self.slots.iter().filter(|s| !s.is_dir)
+    }
+}
+
+/// Lays out the tar of `entries` (in archive order, as [`tree_entries`] or [`layer_entries`] give
+/// them), every entry owned by 0, dated `epoch`, files 0644 and directories 0755. Pure: the same
+/// entries and epoch give the same plan, hence the same layer bytes.
+pub fn plan_layer(entries: &[TreeEntry], epoch: u64) -> Result<LayerPlan, OciOutError> {
+    let mut slots = Vec::with_capacity(entries.len());
+    let mut at = 0u64;
+    for e in entries {
+        let header = entry_header(e, epoch)?;
+        let header_offset = at;
+        let data_offset = header_offset + header.len() as u64;
+        at = data_offset + padded(e.size);
+        slots.push(LayerSlot {
+            name: e.name.clone(),
+            is_dir: e.is_dir,
+            header_offset,
+            header,
+            data_offset,
+            size: e.size,
+        });
+    }
+    Ok(LayerPlan {
+        slots,
+        len: at + TRAILER,
+    })
+}
+
+fn padded(size: u64) -> u64 {
+    size.div_ceil(BLOCK) * BLOCK
+}
+
+/// The header blocks of one entry.
+fn entry_header(e: &TreeEntry, epoch: u64) -> Result<Vec<u8>, OciOutError> {
+    let bare = e.name.trim_end_matches('/');
+    if bare.is_empty() || bare.starts_with('/') || e.name.contains('\0') {
+        return Err(OciOutError::BadName {
+            name: e.name.clone(),
+        });
+    }
+    let mut records = Vec::new();
+    if e.name.len() > USTAR_NAME {
+        records.extend(pax_record("path", &e.name));
+    }
+    if e.size > USTAR_MAX {
+        records.extend(pax_record("size", &e.size.to_string()));
+    }
+    if epoch > USTAR_MAX {
+        records.extend(pax_record("mtime", &epoch.to_string()));
+    }
+    let (kind, mode) = if e.is_dir {
+        (b'5', 0o755)
+    } else {
+        (b'0', 0o644)
+    };
+    let name = truncated(&e.name);
+    let main = ustar_block(name, mode, e.size, epoch, kind);
+    if records.is_empty() {
+        return Ok(main.to_vec());
+    }
+    let mut out = ustar_block(
+        PAX_NAME.as_bytes(),
+        0o644,
+        records.len() as u64,
+        epoch,
+        b'x',
+    )
+    .to_vec();
+    let records_len = records.len() as u64;
+    out.extend(records);
+    out.resize(BLOCK as usize + padded(records_len) as usize, 0);
+    out.extend(main);
+    Ok(out)
+}
+
+/// The name as a ustar `name` field holds it: whole, or (a PAX `path` record giving the real one)
+/// its first 100 bytes, for readers that do not know PAX.
+fn truncated(name: &str) -> &[u8] {
+    &name.as_bytes()[..name.len().min(USTAR_NAME)]
+}
+
+/// One PAX record, `<len> <key>=<value>\n`, where `<len>` counts the whole record, its own digits
+/// included.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let rest = 1 + key.len() + 1 + value.len() + 1;
+    let mut len = rest + decimal_digits(rest);
+    // Adding the digits can add a digit (e.g. 98 + 2 -> 100).
+    len = rest + decimal_digits(len);
+    format!("{len} {key}={value}\n").into_bytes()
+}
+
+fn decimal_digits(n: usize) -> usize {
+    n.to_string().len()
+}
+
+/// A POSIX ustar header block. Numbers beyond the field's range are written as 0 (a PAX record
+/// carries them).
+fn ustar_block(name: &[u8], mode: u32, size: u64, mtime: u64, kind: u8) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name);
+    octal(&mut h[100..108], u64::from(mode));
+    octal(&mut h[108..116], 0); // uid
+    octal(&mut h[116..124], 0); // gid
+    octal(&mut h[124..136], if size > USTAR_MAX { 0 } else { size });
+    octal(&mut h[136..148], if mtime > USTAR_MAX { 0 } else { mtime });
+    h[156] = kind;
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    // uname and gname stay empty: no user or host names.
+    octal(&mut h[329..337], 0); // devmajor
+    octal(&mut h[337..345], 0); // devminor
+    // The checksum is summed with its own field as spaces, then written as six octal digits, NUL,
+    // space.
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
+    octal(&mut h[148..155], sum);
+    h[155] = b' ';
+    h
+}
+
+/// Zero-padded octal filling all but the last byte of `field`, then NUL. The caller keeps `value`
+/// within the field.
+fn octal(field: &mut [u8], value: u64) {
+    let width = field.len() - 1;
+    let text = format!("{value:0width$o}");
+    let text = text.as_bytes();
+    field[..width].copy_from_slice(&text[text.len() - width..]);
+    field[width] = 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+/// A layer file being filled: created at its planned size with every header in place, so that
+/// each file's bytes can be written into its slot independently ([`LayerFile::write_at`],
+/// [`LayerFile::copy_into`], or any writer at [`LayerSlot::data_offset`]). Padding and the
+/// trailer are the zeros `set_len` gives. A temp file beside the final name until
+/// [`LayerFile::persist`].
+#[derive(Debug)]
+pub struct LayerFile {
+    tmp: tempfile::NamedTempFile,
+}
+
+impl LayerFile {
+    /// Creates `.tmp-layer-XXXX` in `dir` (0644), sized and with the plan's headers written.
+    pub fn create(dir: &Path, plan: &LayerPlan) -> Result<Self, OciOutError> {
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-layer-")
+            .permissions(fs::Permissions::from_mode(0o644))
+            .tempfile_in(dir)
+            .map_err(|source| OciOutError::Write {
+                path: dir.to_owned(),
+                source,
+            })?;
+        let layer = Self { tmp };
+        let err = layer.write_err();
+        layer.file().set_len(plan.len).map_err(&err)?;
+        // Headers of consecutive entries (directories, empty files) are gathered into one write.
+        let mut run: Vec<u8> = Vec::new();
+        let mut run_at = 0u64;
+        for slot in &plan.slots {
+            if run_at + run.len() as u64 != slot.header_offset {
+                layer.file().write_all_at(&run, run_at).map_err(&err)?;
+                run.clear();
+                run_at = slot.header_offset;
+            }
+            run.extend_from_slice(&slot.header);
+            if slot.size > 0 {
+                layer.file().write_all_at(&run, run_at).map_err(&err)?;
+                run.clear();
+                run_at = slot.data_offset + padded(slot.size);
+            }
+        }
+        layer.file().write_all_at(&run, run_at).map_err(&err)?;
+        Ok(layer)
+    }
+
+    pub fn file(&self) -> &File {
+        self.tmp.as_file()
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn write_err(&self) -> impl Fn(io::Error) -> OciOutError + use<> {
+        let path = self.path().to_owned();
+        move |source| OciOutError::Write {
+            path: path.clone(),
+            source,
+        }
+    }
+
+    /// Writes `bytes` (all of the slot's data) into `slot`.
+    pub fn write_at(&self, slot: &LayerSlot, bytes: &[u8]) -> Result<(), OciOutError> {
+        if bytes.len() as u64 != slot.size {
+            return Err(OciOutError::SizeChanged {
+                path: PathBuf::from(&slot.name),
+                expected: slot.size,
+                actual: bytes.len() as u64,
+            });
+        }
+        self.file()
+            .write_all_at(bytes, slot.data_offset)
+            .map_err(self.write_err())
+    }
+
+    /// Copies the file at `src` into `slot` in the kernel (`copy_file_range`: a reflink where
+    /// the file system has them, else no trip through user space); through a buffer where the
+    /// kernel cannot. `src` must be exactly the slot's size.
+    pub fn copy_into(&self, slot: &LayerSlot, src: &Path) -> Result<(), OciOutError> {
+        let read_err = |source| OciOutError::Read {
+            path: src.to_owned(),
+            source,
+        };
+        let input = File::open(src).map_err(read_err)?;
+        let len = input.metadata().map_err(read_err)?.len();
+        if len != slot.size {
+            return Err(OciOutError::SizeChanged {
+                path: src.to_owned(),
+                expected: slot.size,
+                actual: len,
+            });
+        }
+        copy_range(&input, self.file(), slot.data_offset, slot.size).map_err(|e| match e {
+            CopyFailure::Read(source) => read_err(source),
+            CopyFailure::Write(source) => (self.write_err())(source),
+        })
+    }
+
+    /// Names the layer by `digest` in its directory.
+    pub fn persist(self, digest: &Digest) -> Result<PathBuf, OciOutError> {
+        let dest = self.path().with_file_name(digest.hex());
+        self.tmp.persist(&dest).map_err(|e| OciOutError::Write {
+            path: dest.clone(),
+            source: e.error,
+        })?;
+        Ok(dest)
+    }
+}
+
+enum CopyFailure {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+fn copy_range(src: &File, out: &File, at: u64, len: u64) -> Result<(), CopyFailure> {
+    let mut off_in = 0u64;
+    let mut off_out = at;
+    while off_in < len {
+        let want = usize::try_from(len - off_in)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match rustix::fs::copy_file_range(src, Some(&mut off_in), out, Some(&mut off_out), want) {
+            Ok(0) => {
+                return Err(CopyFailure::Read(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file ended before its planned length",
+                )));
+            }
+            Ok(_) => {}
+            // Across file systems on old kernels, or where the kernel has no copy_file_range.
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::NOSYS
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::OPNOTSUPP,
+            ) => return copy_buffered(src, off_in, out, off_out, len - off_in),
+            // The errno does not say which side failed; the message gives the cause.
+            Err(e) => return Err(CopyFailure::Write(e.into())),
+        }
+    }
+    Ok(())
+}
+
+fn copy_buffered(
+    src: &File,
+    mut off_in: u64,
+    out: &File,
+    mut off_out: u64,
+    mut left: u64,
+) -> Result<(), CopyFailure> {
+    let mut buf = vec![0u8; BUF_SIZE];
+    while left > 0 {
+        let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        src.read_exact_at(&mut buf[..take], off_in)
+            .map_err(CopyFailure::Read)?;
+        out.write_all_at(&buf[..take], off_out)
+            .map_err(CopyFailure::Write)?;
+        off_in += take as u64;
+        off_out += take as u64;
+        left -= take as u64;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hashing
+
+/// Which file slots of a layer are filled, for a [`hash_layer`] that runs while they are being
+/// filled: it reads the layer in order and waits at each slot until it is marked filled. Headers
+/// and any bytes written before hashing starts need no gate.
+#[derive(Debug)]
+pub struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug)]
+struct GateState {
+    /// `(data offset, size, filled, digest to check)`, by offset.
+    slots: Vec<(u64, u64, bool, Option<Digest>)>,
+    aborted: bool,
+}
+
+impl Gate {
+    /// A gate over `slots` (data offset and size each), none filled yet.
+    pub fn new(mut slots: Vec<(u64, u64)>) -> Self {
+        // An empty slot has nothing to wait for (and may share its offset with the next header).
+        slots.retain(|&(_, size)| size > 0);
+        slots.sort_unstable();
+        Self {
+            state: Mutex::new(GateState {
+                slots: slots
+                    .into_iter()
+                    .map(|(o, s)| (o, s, false, None))
+                    .collect(),
+                aborted: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// A gate with nothing to wait for.
+    pub fn open() -> Self {
+        Self::new(Vec::new())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        // Nothing panics while holding the lock; a poisoned one still holds consistent state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The slot at `data_offset` is filled. With `check`, the hashing pass also hashes the slot on
+    /// its own and fails unless it is `check` (for bytes that were copied, not verified on the
+    /// way in).
+    pub fn fill(&self, data_offset: u64, check: Option<Digest>) {
+        let mut state = self.lock();
+        if let Ok(i) = state.slots.binary_search_by_key(&data_offset, |s| s.0) {
+            state.slots[i].2 = true;
+            state.slots[i].3 = check;
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Stops the hashing pass: the slots will not all be filled.
+    pub fn abort(&self) {
+        self.lock().aborted = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits until slot `i` is filled; its digest to check.
+    fn wait(&self, i: usize) -> Result<Option<Digest>, OciOutError> {
+        let mut state = self.lock();
+        loop {
+            if state.slots[i].2 {
+                return Ok(state.slots[i].3);
+            }
+            if state.aborted {
+                return Err(OciOutError::Aborted);
+            }
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn slot(&self, i: usize) -> Option<(u64, u64)> {
+        self.lock().slots.get(i).map(|s| (s.0, s.1))
+    }
+}
+
+/// Hashes the layer file sequentially, in one pass, waiting at each gated slot until it is filled
+/// (so it can run while the slots are being written); returns the layer's digest and size.
+/// `progress` is told the bytes hashed so far. Slots filled with a digest to check are hashed on
+/// their own too, in the same pass.
+pub fn hash_layer(
+    layer: &File,
+    path: &Path,
+    len: u64,
+    gate: &Gate,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Digest, u64), OciOutError> {
+    let read_err = |source| OciOutError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut hasher = Hasher::default();
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut at = 0u64;
+    let mut next = 0usize;
+    // The slot being read, if it is being checked: its end, its digest, its own hasher.
+    let mut checking: Option<(u64, Digest, Hasher)> = None;
+    while at < len {
+        let mut until = len;
+        if let Some((offset, size)) = gate.slot(next) {
+            if at >= offset {
+                let check = gate.wait(next)?;
+                if let Some(expected) = check
+                    && size > 0
+                {
+                    checking = Some((offset + size, expected, Hasher::default()));
+                }
+                next += 1;
+                continue;
+            }
+            until = offset;
+        }
+        let take = usize::try_from(until - at)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let chunk = &mut buf[..take];
+        layer.read_exact_at(chunk, at).map_err(read_err)?;
+        hasher.update(chunk);
+        if let Some((end, expected, own)) = &mut checking {
+            let mine = usize::try_from(end.saturating_sub(at))
+                .unwrap_or(usize::MAX)
+                .min(take);
+            own.update(&chunk[..mine]);
+            if at + mine as u64 >= *end {
+                let (end, expected, own) = (*end, *expected, std::mem::take(own));
+                checking = None;
+                let (actual, _) = own.finish();
+                if actual != expected {
+                    return Err(OciOutError::SlotDigest {
+                        end,
+                        expected,
+                        actual,
+                    });
+                }
+            }
+        }
+        at += take as u64;
+        progress(at);
+    }
+    Ok(hasher.finish())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The layout
+
 /// Writes the OCI layout for the flat tree at `tree` into `out` (created if missing, expected
 /// empty): the layer, then per platform a config and a manifest, then `index.json` and
 /// `oci-layout`. `epoch` dates the tar entries and the configs. `progress` is told the bytes of
-/// file data archived so far.
+/// the layer hashed so far.
 pub fn write_wrapped_layout(
     tree: &Path,
     out: &Path,
@@ -159,12 +724,48 @@ pub fn write_wrapped_layout(
     progress: &mut dyn FnMut(u64),
 ) -> Result<WrappedLayout, OciOutError> {
     let entries = tree_entries(tree)?;
+    let plan = plan_layer(&entries, epoch)?;
+    let blobs = layout_blobs_dir(out)?;
+    let layer = LayerFile::create(&blobs, &plan)?;
+    for slot in plan.files() {
+        // Exactly the listed size: a file that changed since it was listed fails the copy rather
+        // than leave a header that lies.
+        layer.copy_into(slot, &tree.join(&slot.name))?;
+    }
+    let (digest, size) = hash_layer(
+        layer.file(),
+        layer.path(),
+        plan.len,
+        &Gate::open(),
+        progress,
+    )?;
+    layer.persist(&digest)?;
+    write_layout_metadata(out, (digest, size), platforms, epoch)
+}
+
+/// Creates `out/blobs/sha256` (and `out`) and returns it.
+pub fn layout_blobs_dir(out: &Path) -> Result<PathBuf, OciOutError> {
     let blobs = out.join("blobs/sha256");
     fs::create_dir_all(&blobs).map_err(|source| OciOutError::Write {
         path: blobs.clone(),
         source,
     })?;
-    let (layer, layer_size, diff_id) = write_layer(tree, &entries, &blobs, epoch, progress)?;
+    Ok(blobs)
+}
+
+/// Completes the layout at `out` whose layer (digest and size) is in place: per platform a config
+/// and a manifest, then `index.json` and `oci-layout` (written last: a reader that finds it finds
+/// the rest).
+pub fn write_layout_metadata(
+    out: &Path,
+    layer: (Digest, u64),
+    platforms: &[Option<Platform>],
+    epoch: u64,
+) -> Result<WrappedLayout, OciOutError> {
+    let blobs = layout_blobs_dir(out)?;
+    let (layer, layer_size) = layer;
+    // Not compressed: the diff ID is the layer's digest.
+    let diff_id = layer;
     let created = rfc3339(epoch);
     let mut images = Vec::new();
     let mut index_entries = Vec::new();
@@ -192,128 +793,6 @@ pub fn write_wrapped_layout(
         diff_id,
         images,
     })
-}
-
-/// A writer that hashes and counts what passes through it.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Hasher,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Streams the tar of `entries` through gzip into a temp file in `blobs`, hashing the tar (the
-/// diff ID) and the gzip stream (the digest) on the way, then names the file by its digest.
-fn write_layer(
-    tree: &Path,
-    entries: &[TreeEntry],
-    blobs: &Path,
-    epoch: u64,
-    progress: &mut dyn FnMut(u64),
-) -> Result<(Digest, u64, Digest), OciOutError> {
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-layer-")
-        .tempfile_in(blobs)
-        .map_err(|source| OciOutError::Write {
-            path: blobs.to_owned(),
-            source,
-        })?;
-    let tmp_path = tmp.path().to_owned();
-    let write_err = |source| OciOutError::Write {
-        path: tmp_path.clone(),
-        source,
-    };
-    let file = tmp.as_file().try_clone().map_err(write_err)?;
-    let compressed = HashingWriter {
-        inner: BufWriter::with_capacity(BUF_SIZE, file),
-        hasher: Hasher::default(),
-    };
-    let gz = GzEncoder::new(compressed, Compression::new(GZIP_LEVEL));
-    let mut builder = tar::Builder::new(HashingWriter {
-        inner: gz,
-        hasher: Hasher::default(),
-    });
-    let mut archived = 0u64;
-    for entry in entries {
-        let mut header = tar::Header::new_gnu();
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(epoch);
-        if entry.is_dir {
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_mode(0o755);
-            header.set_size(0);
-            builder
-                .append_data(&mut header, &entry.name, io::empty())
-                .map_err(write_err)?;
-            continue;
-        }
-        let path = tree.join(&entry.name);
-        let file = File::open(&path).map_err(|source| OciOutError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(0o644);
-        header.set_size(entry.size);
-        // Exactly the listed size: a file that changed since it was listed makes the archive
-        // fail (tar refuses a short read) rather than carry a header that lies.
-        let reader = Progressing {
-            inner: file.take(entry.size),
-            done: archived,
-            progress: &mut *progress,
-        };
-        builder
-            .append_data(&mut header, &entry.name, reader)
-            .map_err(|source| OciOutError::Read {
-                path: path.clone(),
-                source,
-            })?;
-        archived += entry.size;
-    }
-    let tar_stream = builder.into_inner().map_err(write_err)?;
-    let (diff_id, _) = tar_stream.hasher.finish();
-    let compressed = tar_stream.inner.finish().map_err(write_err)?;
-    let (digest, size) = compressed.hasher.finish();
-    compressed
-        .inner
-        .into_inner()
-        .map_err(|e| write_err(e.into_error()))?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(write_err)?;
-    let dest = blobs.join(digest.hex());
-    tmp.persist(&dest).map_err(|e| OciOutError::Write {
-        path: dest.clone(),
-        source: e.error,
-    })?;
-    Ok((digest, size, diff_id))
-}
-
-/// A reader that reports the running total of file bytes archived.
-struct Progressing<'a, R> {
-    inner: R,
-    done: u64,
-    progress: &'a mut dyn FnMut(u64),
-}
-
-impl<R: Read> Read for Progressing<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.done += n as u64;
-        (self.progress)(self.done);
-        Ok(n)
-    }
 }
 
 fn write_blob(blobs: &Path, bytes: &[u8]) -> Result<Digest, OciOutError> {
@@ -347,13 +826,13 @@ pub fn config_json(platform: Option<&Platform>, diff_id: &Digest, created: &str)
     json_bytes(&config)
 }
 
-/// An OCI image manifest with one gzip'd tar layer.
+/// An OCI image manifest with one uncompressed tar layer.
 pub fn manifest_json(config: (&Digest, u64), layer: (&Digest, u64)) -> Vec<u8> {
     json_bytes(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": OCI_CONFIG, "digest": config.0.to_string(), "size": config.1},
-        "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": layer.0.to_string(), "size": layer.1}],
+        "layers": [{"mediaType": OCI_LAYER_TAR, "digest": layer.0.to_string(), "size": layer.1}],
     }))
 }
 
@@ -547,7 +1026,11 @@ mod tests {
             seen = n
         })
         .unwrap();
-        assert_eq!(seen, 7, "progress reaches the file bytes");
+        assert_eq!(seen, a.layer_size, "progress reaches the end of the layer");
+        assert_eq!(
+            a.diff_id, a.layer,
+            "not compressed: the diff ID is the digest"
+        );
         let b =
             write_wrapped_layout(&tree, &dir.path().join("b"), &platforms, 7, &mut |_| {}).unwrap();
         assert_eq!(a, b);
@@ -563,17 +1046,22 @@ mod tests {
             write_wrapped_layout(&tree, &dir.path().join("c"), &platforms, 8, &mut |_| {}).unwrap();
         assert_ne!(a.layer, c.layer);
 
-        // The layer is what the reader's unpacker accepts, and holds the tree.
+        // The layer is what the reader accepts, and holds the tree where the index says.
         let layer = dir.path().join("a/blobs/sha256").join(a.layer.hex());
         assert_eq!(fs::metadata(&layer).unwrap().len(), a.layer_size);
-        assert!(crate::unpack::looks_like_cache_layer(
+        assert!(crate::tar_layer::looks_like_cache_layer(
             File::open(&layer).unwrap()
         ));
-        let back = dir.path().join("back");
-        fs::create_dir(&back).unwrap();
-        crate::unpack::unpack_layer(File::open(&layer).unwrap(), &back).unwrap();
-        assert_eq!(fs::read(back.join(&long)).unwrap(), b"{}");
-        assert_eq!(fs::read(back.join("blob/sha256-1")).unwrap(), b"layer");
+        let file = File::open(&layer).unwrap();
+        let index = crate::tar_layer::index(&file, a.layer_size).unwrap();
+        let bytes_of = |path: &str| {
+            let f = index.files.iter().find(|f| f.path == path).unwrap();
+            let mut buf = vec![0u8; f.size as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, f.data_offset).unwrap();
+            buf
+        };
+        assert_eq!(bytes_of(&long), b"{}");
+        assert_eq!(bytes_of("blob/sha256-1"), b"layer");
         let mut files: Vec<String> = fs::read_dir(dir.path().join("a/blobs/sha256"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -586,5 +1074,209 @@ mod tests {
                 .iter()
                 .all(|f| Digest::parse(&format!("sha256:{f}")).is_ok())
         );
+    }
+
+    fn file(name: &str, size: u64) -> TreeEntry {
+        TreeEntry {
+            name: name.to_owned(),
+            size,
+            is_dir: false,
+        }
+    }
+
+    fn directory(name: &str) -> TreeEntry {
+        TreeEntry {
+            name: name.to_owned(),
+            size: 0,
+            is_dir: true,
+        }
+    }
+
+    /// The layer a plan describes, with `data(name)` in each file's slot.
+    fn assemble(plan: &LayerPlan, data: impl Fn(&str, u64) -> Vec<u8>) -> Vec<u8> {
+        let mut out = vec![0u8; usize::try_from(plan.len).unwrap()];
+        for s in &plan.slots {
+            let h = usize::try_from(s.header_offset).unwrap();
+            out[h..h + s.header.len()].copy_from_slice(&s.header);
+            let d = usize::try_from(s.data_offset).unwrap();
+            let bytes = data(&s.name, s.size);
+            out[d..d + bytes.len()].copy_from_slice(&bytes);
+        }
+        out
+    }
+
+    #[test]
+    fn plan_offsets_and_long_names() {
+        let long = format!(
+            "manifests/ghcr.io/siderolabs/kubelet/digest/sha256-{}",
+            "a".repeat(64)
+        );
+        assert!(long.len() > USTAR_NAME);
+        let entries = [
+            directory("blob/"),
+            file("blob/a", 1),
+            file("blob/b", 512),
+            file("blob/c", 0),
+            file(&long, 3),
+        ];
+        let plan = plan_layer(&entries, 1_700_000_000).unwrap();
+        let at: Vec<(u64, usize, u64)> = plan
+            .slots
+            .iter()
+            .map(|s| (s.header_offset, s.header.len(), s.data_offset))
+            .collect();
+        assert_eq!(
+            at,
+            [
+                (0, 512, 512),
+                (512, 512, 1024),
+                (1536, 512, 2048),
+                (2560, 512, 3072),
+                // A PAX header block, one block of records, then the ustar block.
+                (3072, 1536, 4608),
+            ]
+        );
+        assert_eq!(plan.len, 4608 + 512 + 1024);
+        assert_eq!(plan, plan_layer(&entries, 1_700_000_000).unwrap(), "pure");
+
+        // An independent reader (tar-rs, which checks every header checksum) sees the entries.
+        let bytes = assemble(&plan, |name, size| {
+            name.bytes()
+                .cycle()
+                .take(usize::try_from(size).unwrap())
+                .collect()
+        });
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let h = entry.header().clone();
+            assert_eq!(h.as_ustar().map(|_| ()), Some(()), "POSIX ustar headers");
+            assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (0, 0));
+            assert_eq!(h.mtime().unwrap(), 1_700_000_000);
+            assert_eq!(h.username_bytes(), Some(&b""[..]));
+            let name = String::from_utf8(entry.path_bytes().into_owned()).unwrap();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            let expected: Vec<u8> = name.bytes().cycle().take(data.len()).collect();
+            assert_eq!(data, expected, "{name}");
+            seen.push((name, h.mode().unwrap(), data.len() as u64));
+        }
+        let expected: Vec<(String, u32, u64)> = entries
+            .iter()
+            .map(|e| (e.name.clone(), if e.is_dir { 0o755 } else { 0o644 }, e.size))
+            .collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn pax_records_count_their_own_length() {
+        for n in 0..300 {
+            let value = "v".repeat(n);
+            let record = pax_record("path", &value);
+            let text = String::from_utf8(record.clone()).unwrap();
+            let (len, rest) = text.split_once(' ').unwrap();
+            assert_eq!(len.parse::<usize>().unwrap(), record.len(), "{text:?}");
+            assert_eq!(rest, format!("path={value}\n"));
+        }
+        // Sizes and times beyond ustar's 11 octal digits go to PAX records too.
+        let huge = file("blob/big", USTAR_MAX + 1);
+        let header = entry_header(&huge, USTAR_MAX + 2).unwrap();
+        let records = String::from_utf8_lossy(&header[512..1024]);
+        assert!(
+            records.contains(&format!(" size={}\n", USTAR_MAX + 1)),
+            "{records}"
+        );
+        assert!(
+            records.contains(&format!(" mtime={}\n", USTAR_MAX + 2)),
+            "{records}"
+        );
+        assert!(matches!(
+            plan_layer(&[file("/etc/x", 1)], 0),
+            Err(OciOutError::BadName { .. })
+        ));
+    }
+
+    #[test]
+    fn entries_from_names_match_a_tree_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            ("manifests/b/x", 2u64),
+            ("manifests/a.b/y", 1),
+            ("manifests/a/z", 3),
+            ("blob/sha256-2", 0),
+            ("blob/sha256-1", 4),
+        ];
+        for (path, size) in files {
+            let p = dir.path().join(path);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, vec![0u8; usize::try_from(size).unwrap()]).unwrap();
+        }
+        assert_eq!(
+            layer_entries(files).unwrap(),
+            tree_entries(dir.path()).unwrap()
+        );
+        // A name given twice: the last one counts.
+        let twice = layer_entries([("blob/x", 1), ("blob/x", 2)]).unwrap();
+        assert_eq!(twice, [directory("blob/"), file("blob/x", 2)]);
+        for bad in [
+            &[("blob/x", 1), ("blob/x/y", 1)][..],
+            &[("blob/x/y", 1), ("blob/x", 1)],
+        ] {
+            assert!(
+                matches!(
+                    layer_entries(bad.iter().copied()),
+                    Err(OciOutError::NameConflict { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        for bad in ["", "blob//x", "blob/../x", "./blob"] {
+            assert!(matches!(
+                layer_entries([(bad, 1)]),
+                Err(OciOutError::BadName { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn hashing_waits_for_slots_filled_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<TreeEntry> = std::iter::once(directory("blob/"))
+            .chain((0..6).map(|i| file(&format!("blob/{i}"), 300_000 * i + 7)))
+            .collect();
+        let plan = plan_layer(&entries, 0).unwrap();
+        let layer = LayerFile::create(dir.path(), &plan).unwrap();
+        let byte = |name: &str| name.as_bytes().get(5).copied().unwrap_or(0);
+        let fill = |s: &LayerSlot| vec![byte(&s.name); usize::try_from(s.size).unwrap()];
+        let expected = Digest::of(&assemble(&plan, |name, size| {
+            vec![byte(name); usize::try_from(size).unwrap()]
+        }));
+        let gate = Gate::new(plan.files().map(|s| (s.data_offset, s.size)).collect());
+        let (digest, size) = std::thread::scope(|scope| {
+            let hashing = scope
+                .spawn(|| hash_layer(layer.file(), layer.path(), plan.len, &gate, &mut |_| {}));
+            // Last first: the pass must wait rather than hash the zeros it would find.
+            for slot in plan.files().collect::<Vec<_>>().into_iter().rev() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                layer.write_at(slot, &fill(slot)).unwrap();
+                gate.fill(slot.data_offset, Some(Digest::of(&fill(slot))));
+            }
+            hashing.join().unwrap()
+        })
+        .unwrap();
+        assert_eq!((digest, size), (expected, plan.len));
+
+        // A slot whose copy is wrong is named by the pass; an aborted fill stops it.
+        let gate = Gate::new(plan.files().map(|s| (s.data_offset, s.size)).collect());
+        for s in plan.files() {
+            gate.fill(s.data_offset, Some(Digest::of(b"other")));
+        }
+        let err = hash_layer(layer.file(), layer.path(), plan.len, &gate, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, OciOutError::SlotDigest { .. }), "{err}");
+        let gate = Gate::new(plan.files().map(|s| (s.data_offset, s.size)).collect());
+        gate.abort();
+        let err = hash_layer(layer.file(), layer.path(), plan.len, &gate, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, OciOutError::Aborted), "{err}");
     }
 }

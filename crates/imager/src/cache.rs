@@ -371,7 +371,7 @@ impl CreateProgress for Bars {
         bar.set_message("OCI layer");
         *lock(&self.layout) = Some(bar);
         if !self.terminal {
-            eprintln!("writing the OCI layout ({total} bytes to archive)");
+            eprintln!("hashing the rest of the OCI layer ({total} bytes in all)");
         }
     }
 

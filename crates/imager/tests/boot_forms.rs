@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// The oci-wrapped form: one image whose single gzip tar layer holds the flat tree.
+/// The oci-wrapped form: one image whose single (uncompressed) tar layer holds the flat tree.
 fn wrapped_layout(out: &Path) {
     imager_cache::oci_out::write_wrapped_layout(
         &common::demo_cache(),
