@@ -38,7 +38,7 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(roots: &[&Path]) -> Self {
-        Self::start_with(Config::new(roots.iter().map(|r| r.to_path_buf()).collect()))
+        Self::start_with(Config::new(roots.iter().map(|r| r.to_path_buf())))
     }
 
     pub fn start_with(mut config: Config) -> Self {
