@@ -322,13 +322,11 @@ pub fn containerd_pulls_every_cached_image_and_runs_one(form: Form) {
     }
     assert!(!logs.contains("not served from this root"), "{logs}");
 
+    // runc keeps container state by namespace and id under one directory whichever containerd
+    // runs it: tests running at once need ids of their own.
+    let id = format!("imager-registryd-test-{form:?}-{}", std::process::id()).to_lowercase();
     let out = containerd.ctr(
-        &[
-            "run",
-            "--rm",
-            "docker.io/library/busybox:imager-test",
-            "imager-registryd-test",
-        ],
+        &["run", "--rm", "docker.io/library/busybox:imager-test", &id],
         Duration::from_secs(60),
     );
     assert!(
