@@ -5,6 +5,7 @@
 //! ```text
 //! alpine                          -> docker.io/library/alpine:latest
 //! index.docker.io/user/app        -> docker.io/user/app:latest
+//! registry-1.docker.io/user/app   -> docker.io/user/app:latest
 //! host:5000/a/b:tag               -> host:5000/a/b:tag
 //! name@sha256:<hex>               -> docker.io/library/name@sha256:<hex>   (no tag)
 //! name:tag@sha256:<hex>           -> docker.io/library/name:tag@sha256:<hex>
@@ -129,11 +130,7 @@ fn parse_name(input: &str, name: &str) -> Result<ImageName, ReferenceError> {
         }
         _ => (DOCKER_HUB, name.to_owned()),
     };
-    let registry = if registry == "index.docker.io" {
-        DOCKER_HUB
-    } else {
-        registry
-    };
+    let registry = normalize_registry(registry);
     let repository = if registry == DOCKER_HUB && !repository.contains('/') {
         format!("library/{repository}")
     } else {
@@ -152,6 +149,16 @@ fn parse_name(input: &str, name: &str) -> Result<ImageName, ReferenceError> {
         registry: registry.to_owned(),
         repository,
     })
+}
+
+/// Docker Hub's other host names (`index.docker.io`, the legacy index; `registry-1.docker.io`,
+/// its API host) stand for `docker.io`: a cache files Hub images under `docker.io` whichever name
+/// a reference used, and a server looking one up by registry must spell it the same way.
+pub fn normalize_registry(registry: &str) -> &str {
+    match registry {
+        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB,
+        other => other,
+    }
 }
 
 /// Why a registry or repository name is refused; the public errors add the input around it.
@@ -455,6 +462,14 @@ mod tests {
             "docker.io/library/alpine:latest"
         );
         assert_eq!(norm("index.docker.io/user/app:v1"), "docker.io/user/app:v1");
+        assert_eq!(
+            norm("registry-1.docker.io/alpine"),
+            "docker.io/library/alpine:latest"
+        );
+        assert_eq!(
+            norm("registry-1.docker.io/library/x:1"),
+            "docker.io/library/x:1"
+        );
         assert_eq!(
             norm("docker.io/library/alpine:latest"),
             "docker.io/library/alpine:latest"

@@ -385,7 +385,8 @@ impl CreateProgress for Bars {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Caches to serve, in priority order (the first good copy wins): flat trees, OCI layouts
-    /// (converted into a temp directory first) or ISOs made by `imager iso`.
+    /// or ISOs made by `imager iso`, each served in place (blobs sent from the ISO or the layout's
+    /// files, no copy). An OCI layout whose cache layer is gzip-compressed (talosctl's) cannot be.
     #[arg(
         long,
         value_name = "PATH[,PATH...]",
@@ -422,7 +423,7 @@ pub struct ServeArgs {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
-    use imager_registryd::{Config, Server, TlsFiles, mirror};
+    use imager_registryd::{Config, Root, Server, TlsFiles, mirror};
     let mut roots = Vec::new();
     for path in &args.image_cache_path {
         let input = InputArgs {
@@ -432,14 +433,13 @@ fn serve(args: ServeArgs) -> Result<()> {
             json: false,
         };
         let cache = open(&input)?;
-        if cache.form() != imager_cache::InputForm::Flat {
-            bail!(
-                "{}: serving a {} in place is not supported yet",
-                path.display(),
-                cache.form()
-            );
-        }
-        roots.push(path.clone());
+        // A flat tree stays live (a node's disk copy may change while it is served); any other
+        // form is served from where its entries lie, as listed now.
+        roots.push(if cache.form() == imager_cache::InputForm::Flat {
+            Root::Tree(path.clone())
+        } else {
+            Root::Cache(Arc::new(cache))
+        });
     }
     let scheme = if args.tls_cert_file.is_some() {
         "https"

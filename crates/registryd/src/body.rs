@@ -41,7 +41,8 @@ const SENDFILE_MAX: usize = 4 << 20;
 pub enum Payload {
     Empty,
     Bytes(Bytes),
-    /// `start..end` of an open, checked blob file.
+    /// `start..end` of an open file holding a checked blob: the blob's own file, or the ISO or
+    /// layer blob it lies in (offsets are the file's, not the blob's).
     File {
         file: File,
         start: u64,

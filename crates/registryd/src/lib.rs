@@ -1,11 +1,13 @@
-//! A read-only OCI distribution server over image caches in the flat tree (the form Talos nodes
-//! read from `imagecache/`): what containerd on a node booted from our media pulls from, and what
-//! serves a cache to skopeo, crane or a whole air-gapped network.
+//! A read-only OCI distribution server over image caches — live flat trees (the form Talos nodes
+//! read from `imagecache/`) and caches opened in place (an ISO, an OCI layout): what containerd
+//! on a node booted from our media pulls from, and what serves a cache to skopeo, crane or a
+//! whole air-gapped network.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), imager_registryd::ServeError> {
+//! use std::path::Path;
 //! use imager_registryd::{Config, Server};
-//! let config = Config::new(vec!["/var/imagecache".into(), "/media/iso/imagecache".into()]);
+//! let config = Config::new([Path::new("/var/imagecache"), Path::new("/media/iso/imagecache")]);
 //! let server = Server::bind(config).await?;
 //! eprintln!("serving on http://{}", server.local_addr());
 //! server.serve(std::future::pending()).await
@@ -14,9 +16,11 @@
 //!
 //! The design is in docs/registryd.md. In short: requests are parsed and validated by pure code
 //! ([`route`]) before any file is touched; files are opened below a root without following any
-//! link ([`fsafe`]); roots are tried in order and only content that matches the digest asked for
-//! is served ([`store`]); blobs go from the checked descriptor to the socket with `sendfile`
-//! (through bounded pieces under TLS) on a fixed set of I/O threads ([`body`], [`pool`]).
+//! link ([`fsafe`]), or found in a cache opened in place ([`Root::Cache`]: an ISO, an OCI
+//! layout); roots are tried in order and only content that matches the digest asked for is
+//! served ([`store`]); blobs go from the checked descriptor, at the offset they lie at, to the
+//! socket with `sendfile` (through bounded pieces under TLS) on a fixed set of I/O threads
+//! ([`body`], [`pool`]).
 //! HTTP/1.1 framing is our own small layer ([`http1`]), because `sendfile` needs the socket.
 
 pub mod body;
@@ -32,7 +36,7 @@ mod server;
 pub mod store;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,12 +47,55 @@ pub use server::{ServeError, Server};
 pub const DEFAULT_ADDRESS: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3172);
 
+/// Where a cache served lies.
+#[derive(Debug, Clone)]
+pub enum Root {
+    /// A live flat tree (a node's disk copy): files are opened below it without following links
+    /// on every request, so files added, replaced or removed while serving are seen. Must be a
+    /// directory when the server starts.
+    Tree(PathBuf),
+    /// A cache opened in place (an ISO, an OCI layout, or a flat tree listed once): entries are
+    /// served from the file and offset they lie at (the ISO, the layer blob, the layout's blob
+    /// files), with no copy. Its entries are fixed at opening; its content is checked as a tree's
+    /// is. A cache whose entries lie in a compressed stream is refused at start (no random
+    /// access).
+    Cache(Arc<imager_cache::Cache>),
+}
+
+impl Root {
+    /// The path the operator named.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Tree(path) => path,
+            Self::Cache(cache) => cache.input(),
+        }
+    }
+}
+
+impl From<PathBuf> for Root {
+    fn from(path: PathBuf) -> Self {
+        Self::Tree(path)
+    }
+}
+
+impl From<&Path> for Root {
+    fn from(path: &Path) -> Self {
+        Self::Tree(path.to_owned())
+    }
+}
+
+impl From<imager_cache::Cache> for Root {
+    fn from(cache: imager_cache::Cache) -> Self {
+        Self::Cache(Arc::new(cache))
+    }
+}
+
 /// How to serve.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Flat cache trees, in priority order: the first good copy wins (on a node, the disk copy
-    /// before the ISO). Each must be a directory when the server starts.
-    pub roots: Vec<PathBuf>,
+    /// Caches, in priority order: the first good copy wins (on a node, the disk copy before the
+    /// ISO).
+    pub roots: Vec<Root>,
     pub address: SocketAddr,
     /// Serve HTTPS with this certificate chain and key (PEM).
     pub tls: Option<TlsFiles>,
@@ -70,9 +117,9 @@ pub struct Config {
 impl Config {
     /// Defaults: [`DEFAULT_ADDRESS`], plain HTTP, log to stderr, no access log, 256
     /// connections, 8 I/O threads, a 60 s write timeout.
-    pub fn new(roots: Vec<PathBuf>) -> Self {
+    pub fn new<R: Into<Root>>(roots: impl IntoIterator<Item = R>) -> Self {
         Self {
-            roots,
+            roots: roots.into_iter().map(Into::into).collect(),
             address: DEFAULT_ADDRESS,
             tls: None,
             log: Log::stderr(),

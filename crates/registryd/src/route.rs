@@ -176,14 +176,10 @@ fn name_error(name: &str, e: &ReferenceError) -> ApiError {
     ApiError::name_invalid(format!("repository name {name:?} {why}"))
 }
 
-/// `index.docker.io` and `registry-1.docker.io` are Docker Hub's API hosts; the cache files Hub
-/// images under `docker.io`, as the name normalization of imager-cache does.
-pub fn normalize_registry(registry: &str) -> &str {
-    match registry {
-        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB,
-        other => other,
-    }
-}
+/// Docker Hub's aliases are `docker.io`: the very function the cache's reference parsing uses,
+/// so a `?ns=` finds the directory `cache create` filed the image under, whichever Hub name it
+/// was given.
+pub use imager_cache::reference::normalize_registry;
 
 /// Docker Hub's official images live under `library/`: `busybox` there is `library/busybox`.
 pub fn hub_repository<'a>(registry: &str, path: &'a str) -> Cow<'a, str> {
@@ -433,6 +429,19 @@ mod tests {
             repo_of("/v2/busybox/manifests/1?ns=index.docker.io"),
             named("docker.io", "library/busybox")
         );
+        assert_eq!(
+            repo_of("/v2/busybox/manifests/1?ns=registry-1.docker.io"),
+            named("docker.io", "library/busybox")
+        );
+        // Where the cache files a Hub image given by any of its names.
+        for hub in ["docker.io", "index.docker.io", "registry-1.docker.io"] {
+            let cached = ImageName::parse(&format!("{hub}/library/x")).unwrap();
+            assert_eq!(
+                repo_of(&format!("/v2/x/manifests/1?ns={hub}")),
+                Repo::Named(cached),
+                "{hub}"
+            );
+        }
         assert_eq!(
             repo_of("/v2/pause/manifests/3.10?ns=registry.k8s.io"),
             named("registry.k8s.io", "pause")

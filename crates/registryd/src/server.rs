@@ -24,7 +24,7 @@ use crate::pool::IoPool;
 use crate::range::ByteRange;
 use crate::route::{Page, Repo, Route, route};
 use crate::store::{Store, internal};
-use crate::{Config, Log, TlsFiles};
+use crate::{Config, Log, Root, TlsFiles};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After shutdown is asked for, answers in flight get this long to finish.
@@ -45,6 +45,12 @@ pub enum ServeError {
     },
     #[error("image cache root {0} is not a directory")]
     RootNotADirectory(PathBuf),
+    #[error(
+        "image cache {0}: its files lie in a compressed (gzip) layer, which has no random \
+         access, so it cannot be served in place; re-create it with `imager cache create` (its OCI \
+         layer is uncompressed), or with `--layout flat`"
+    )]
+    Streamed(PathBuf),
     #[error("listening on {address}")]
     Bind {
         address: SocketAddr,
@@ -102,20 +108,28 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Checks the roots (each must be a directory) and the TLS files, and binds the address.
-    /// Must run inside a Tokio runtime: it starts reading the manifests' blob sizes in the
-    /// background.
+    /// Checks the roots (a tree must be a directory; a cache must not lie in a compressed
+    /// stream) and the TLS files, and binds the address. Must run inside a Tokio runtime: it
+    /// starts reading the manifests' blob sizes in the background.
     pub async fn bind(config: Config) -> Result<Self, ServeError> {
         if config.roots.is_empty() {
             return Err(ServeError::NoRoots);
         }
         for root in &config.roots {
-            let meta = std::fs::metadata(root).map_err(|source| ServeError::Root {
-                path: root.clone(),
-                source,
-            })?;
-            if !meta.is_dir() {
-                return Err(ServeError::RootNotADirectory(root.clone()));
+            match root {
+                Root::Tree(path) => {
+                    let meta = std::fs::metadata(path).map_err(|source| ServeError::Root {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    if !meta.is_dir() {
+                        return Err(ServeError::RootNotADirectory(path.clone()));
+                    }
+                }
+                Root::Cache(cache) if cache.is_streamed() => {
+                    return Err(ServeError::Streamed(cache.input().to_owned()));
+                }
+                Root::Cache(_) => {}
             }
         }
         let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
@@ -345,10 +359,11 @@ async fn respond(
                     return Ok(resp);
                 }
             };
+            // The range is within the blob; the blob lies at `offset` of the file.
             let mut resp = Response::new(Payload::File {
                 file: hit.file,
-                start,
-                end,
+                start: hit.offset + start,
+                end: hit.offset + end,
             });
             *resp.status_mut() = status;
             let h = resp.headers_mut();

@@ -8,15 +8,22 @@
 //!
 //! Manifests are small (at most 4 MiB, read whole) and hashed on every request. Blobs can be GiB:
 //! their size is checked on every request (against the size the manifests give, learned from
-//! every manifest read), their content is hashed once per file per process, and the verdict is
-//! kept for that file (device, inode, size, mtime, ctime); a replaced or modified file is hashed
-//! again. Blobs are then served from the very descriptor that was checked, so a rename between
-//! check and read cannot swap the bytes.
+//! every manifest read), their content is hashed once per copy per process, and the verdict is
+//! kept for that copy (the file's device, inode, size, mtime, ctime, and where in it the blob
+//! lies); a replaced or modified file is hashed again. Blobs are then served from the very
+//! descriptor that was checked, so a rename between check and read cannot swap the bytes.
+//!
+//! A [`Root::Tree`] is read through [`fsafe`] on every request. A [`Root::Cache`] was listed
+//! when it was opened: a path is found among its entries (a binary search), a manifest is read
+//! from the runs it lies in, and a blob is served from the source file (the ISO, the layer blob,
+//! the layout's blob file) at the entry's offset. A blob an ISO stores in several separate runs
+//! (a multi-extent file whose extents are not adjacent; no writer we know makes one) is
+//! answered as damaged in that root rather than served piecewise.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
-use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -26,15 +33,15 @@ use imager_cache::flat::{
 };
 use imager_cache::manifest::{self, MAX_MANIFEST_SIZE, Manifest};
 use imager_cache::reference::is_tag;
-use imager_cache::{Digest, ImageName};
+use imager_cache::{Cache, Digest, Entry, ImageName};
 use sha2::Digest as _;
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::Log;
 use crate::error::{ApiError, ErrorCode};
 use crate::fsafe::{self, Kind, OpenError};
 use crate::pool::IoPool;
 use crate::route::{ManifestRef, Repo, candidates};
+use crate::{Log, Root};
 
 /// Hashing reads in pieces of this size; one buffer per blob being hashed.
 const HASH_BUF: usize = 256 << 10;
@@ -47,10 +54,12 @@ pub struct ManifestHit {
     pub media_type: String,
 }
 
-/// A blob found and checked: the open file it was checked through.
+/// A blob found and checked: the open file it was checked through, and where in it the blob
+/// lies (`offset..offset + len`: all of a tree's file; an entry's run of an ISO or a layer blob).
 #[derive(Debug)]
 pub struct BlobHit {
     pub file: File,
+    pub offset: u64,
     pub len: u64,
 }
 
@@ -77,14 +86,23 @@ impl FileId {
     }
 }
 
+/// Which bytes a hash verdict is about: a run of a file. Two entries of one ISO are two places
+/// of one file, so the file alone would not tell them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Place {
+    file: FileId,
+    offset: u64,
+    len: u64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Verdict {
-    id: FileId,
-    /// What the file's content hashed to.
+    place: Place,
+    /// What the bytes hashed to.
     actual: Digest,
 }
 
-/// Root index and digest.
+/// Root index and digest; the verdict then says which place it is about.
 type VerdictKey = (usize, Digest);
 
 /// Why a root's copy was not served.
@@ -102,13 +120,211 @@ impl From<OpenError> for Miss {
     }
 }
 
+impl From<io::Error> for Miss {
+    fn from(e: io::Error) -> Self {
+        Self::Damaged(e.to_string())
+    }
+}
+
+/// A root as the store reads it.
+#[derive(Debug)]
+enum Served {
+    Tree(PathBuf),
+    Cache {
+        cache: Arc<Cache>,
+        /// The directories under `manifests/` (registries), listed once: they are fixed.
+        registry_dirs: Vec<String>,
+    },
+}
+
+impl Served {
+    fn new(root: Root) -> Self {
+        match root {
+            Root::Tree(path) => Self::Tree(path),
+            Root::Cache(cache) => {
+                let mut dirs: Vec<String> = under(&cache, MANIFESTS_DIR)
+                    .filter_map(|(_, rest)| Some(rest.split_once('/')?.0.to_owned()))
+                    .collect();
+                dirs.dedup();
+                Self::Cache {
+                    cache,
+                    registry_dirs: dirs,
+                }
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Self::Tree(path) => path,
+            Self::Cache { cache, .. } => cache.input(),
+        }
+    }
+
+    /// The registry directories under `manifests/`.
+    fn registry_dirs(&self) -> Result<Vec<String>, OpenError> {
+        match self {
+            Self::Tree(root) => Ok(fsafe::list_dir(root, Path::new(MANIFESTS_DIR))?
+                .into_iter()
+                .filter(|(_, kind)| *kind == Kind::Dir)
+                .map(|(name, _)| name)
+                .collect()),
+            Self::Cache { registry_dirs, .. } => Ok(registry_dirs.clone()),
+        }
+    }
+
+    /// A whole manifest-sized file, refused over `limit` bytes without reading it.
+    fn read_small(&self, rel: &Path, limit: u64) -> Result<Vec<u8>, OpenError> {
+        match self {
+            Self::Tree(root) => fsafe::read_small(root, rel, limit),
+            Self::Cache { cache, .. } => {
+                let entry = entry(cache, rel)?;
+                if entry.size > limit {
+                    return Err(OpenError::TooLarge {
+                        size: entry.size,
+                        limit,
+                    });
+                }
+                let mut bytes = Vec::with_capacity(entry.size as usize);
+                // The reader stops at the entry's end and fails if the source ends before it.
+                cache.open_entry(entry)?.read_to_end(&mut bytes)?;
+                Ok(bytes)
+            }
+        }
+    }
+
+    /// The size of a file.
+    fn len(&self, rel: &Path) -> Result<u64, OpenError> {
+        match self {
+            Self::Tree(root) => Ok(fsafe::open_file(root, rel)?.metadata()?.len()),
+            Self::Cache { cache, .. } => Ok(entry(cache, rel)?.size),
+        }
+    }
+
+    /// Whether `rel` is a directory (in a cache: whether any entry lies below it).
+    fn has_dir(&self, rel: &Path) -> bool {
+        match self {
+            Self::Tree(root) => fsafe::open_dir(root, rel).is_ok(),
+            Self::Cache { cache, .. } => rel
+                .to_str()
+                .is_some_and(|dir| under(cache, dir).next().is_some()),
+        }
+    }
+
+    /// The names of the regular files directly in the directory `rel`.
+    fn files_in(&self, rel: &Path) -> Result<Vec<String>, OpenError> {
+        match self {
+            Self::Tree(root) => Ok(fsafe::list_dir(root, rel)?
+                .into_iter()
+                .filter(|(_, kind)| *kind == Kind::File)
+                .map(|(name, _)| name)
+                .collect()),
+            Self::Cache { cache, .. } => {
+                let dir = rel.to_str().ok_or(OpenError::NotFound)?;
+                Ok(under(cache, dir)
+                    .filter(|(_, rest)| !rest.contains('/'))
+                    .map(|(_, rest)| rest.to_owned())
+                    .collect())
+            }
+        }
+    }
+
+    /// Opens a blob's copy for checking and sending: the file and where in it the blob lies.
+    fn open_blob(&self, digest: &Digest) -> Result<(File, Place), Miss> {
+        let rel = blob_path(digest);
+        match self {
+            Self::Tree(root) => {
+                let file = fsafe::open_file(root, &rel)?;
+                let id = FileId::of(&file.metadata()?);
+                let place = Place {
+                    file: id,
+                    offset: 0,
+                    len: id.len,
+                };
+                Ok((file, place))
+            }
+            Self::Cache { cache, .. } => {
+                let entry = entry(cache, &rel)?;
+                let Some((source, runs)) = cache.pieces(entry) else {
+                    return Err(Miss::Damaged(
+                        "it lies in a compressed layer, which has no random access".to_owned(),
+                    ));
+                };
+                let offset = match runs[..] {
+                    [] => 0,
+                    [(offset, _)] => offset,
+                    _ => {
+                        return Err(Miss::Damaged(format!(
+                            "it lies in {} separate runs of {}; a blob is served from one run",
+                            runs.len(),
+                            source.display()
+                        )));
+                    }
+                };
+                let file = open_source(source)
+                    .map_err(|e| Miss::Damaged(format!("{}: {e}", source.display())))?;
+                let id = FileId::of(&file.metadata()?);
+                if offset
+                    .checked_add(entry.size)
+                    .is_none_or(|end| end > id.len)
+                {
+                    return Err(Miss::Damaged(format!(
+                        "{} is {} bytes, too short for its {} bytes at offset {offset}: it \
+                         changed since the cache was opened",
+                        source.display(),
+                        id.len,
+                        entry.size
+                    )));
+                }
+                let place = Place {
+                    file: id,
+                    offset,
+                    len: entry.size,
+                };
+                Ok((file, place))
+            }
+        }
+    }
+}
+
+/// The entry at `rel` of a cache.
+fn entry<'a>(cache: &'a Cache, rel: &Path) -> Result<&'a Entry, OpenError> {
+    rel.to_str()
+        .and_then(|p| cache.get(p))
+        .ok_or(OpenError::NotFound)
+}
+
+/// The entries below the directory `dir` (no trailing `/`), with their paths relative to it.
+/// Entries are sorted by path, so those sharing a prefix are one contiguous run.
+fn under<'a>(cache: &'a Cache, dir: &str) -> impl Iterator<Item = (&'a Entry, &'a str)> {
+    let prefix = format!("{dir}/");
+    let entries = cache.entries();
+    let start = entries.partition_point(|e| e.path.as_str() < prefix.as_str());
+    entries[start..]
+        .iter()
+        .map_while(move |e| e.path.strip_prefix(&prefix).map(|rest| (e, rest)))
+}
+
+/// Opens a cache's source file (an ISO, a layer blob, a layout's blob file). NONBLOCK: a FIFO
+/// put where the file was must not hang the request; it is refused as not regular.
+fn open_source(path: &Path) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(io::Error::other("is not a regular file"));
+    }
+    Ok(file)
+}
+
 #[derive(Debug)]
 pub struct Store {
-    roots: Vec<PathBuf>,
+    roots: Vec<Served>,
     /// Blob sizes as the manifests read so far give them (config and layers of image manifests).
     sizes: RwLock<HashMap<Digest, u64>>,
     /// Per root and digest, the hash verdict; the cell makes concurrent first requests for one
-    /// blob wait for a single hashing instead of each reading the whole file.
+    /// blob wait for a single hashing instead of each reading the whole copy.
     verdicts: Mutex<HashMap<VerdictKey, Arc<OnceCell<Verdict>>>>,
     /// Hashing is CPU and disk bound: at most one blob per core at a time, on Tokio's blocking
     /// pool (hashing is rare, and would hold an I/O thread for seconds).
@@ -119,10 +335,10 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(roots: Vec<PathBuf>, pool: IoPool, log: Log) -> Self {
+    pub fn new(roots: Vec<Root>, pool: IoPool, log: Log) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
-            roots,
+            roots: roots.into_iter().map(Served::new).collect(),
             sizes: RwLock::default(),
             verdicts: Mutex::default(),
             hashing: Semaphore::new(cores),
@@ -139,7 +355,7 @@ impl Store {
         self.log.line(format!(
             "registryd: root {} ({}): {what}: {why}; not served from this root",
             root + 1,
-            self.roots[root].display()
+            self.roots[root].path().display()
         ));
     }
 
@@ -147,23 +363,14 @@ impl Store {
     fn names(&self, root: usize, repo: &Repo) -> Vec<ImageName> {
         match repo {
             Repo::Named(name) => vec![name.clone()],
-            Repo::Path(path) => {
-                match fsafe::list_dir(&self.roots[root], Path::new(MANIFESTS_DIR)) {
-                    Ok(entries) => {
-                        let dirs: Vec<String> = entries
-                            .into_iter()
-                            .filter(|(_, kind)| *kind == Kind::Dir)
-                            .map(|(name, _)| name)
-                            .collect();
-                        candidates(path, &dirs)
-                    }
-                    Err(OpenError::NotFound) => Vec::new(),
-                    Err(e) => {
-                        self.damaged(root, MANIFESTS_DIR, &e.to_string());
-                        Vec::new()
-                    }
+            Repo::Path(path) => match self.roots[root].registry_dirs() {
+                Ok(dirs) => candidates(path, &dirs),
+                Err(OpenError::NotFound) => Vec::new(),
+                Err(e) => {
+                    self.damaged(root, MANIFESTS_DIR, &e.to_string());
+                    Vec::new()
                 }
-            }
+            },
         }
     }
 
@@ -213,15 +420,15 @@ impl Store {
         name: &ImageName,
         reference: &ManifestRef,
     ) -> Result<(ManifestHit, Manifest), Miss> {
-        let dir = &self.roots[root];
+        let served = &self.roots[root];
         let (bytes, digest) = match reference {
             ManifestRef::Tag(tag) => {
-                let bytes = fsafe::read_small(dir, &tag_path(name, tag), MAX_MANIFEST_SIZE)?;
+                let bytes = served.read_small(&tag_path(name, tag), MAX_MANIFEST_SIZE)?;
                 let digest = Digest::of(&bytes);
                 // The tag file must be one of the repository's manifests (its `digest/` file
                 // by that digest), or it is a stray or half-written file, not a tag.
-                match fsafe::open_file(dir, &manifest_path(name, &digest)) {
-                    Ok(f) if f.metadata().map_err(OpenError::Io)?.len() == bytes.len() as u64 => {}
+                match served.len(&manifest_path(name, &digest)) {
+                    Ok(len) if len == bytes.len() as u64 => {}
                     Ok(_) | Err(OpenError::NotFound) => {
                         return Err(Miss::Damaged(format!(
                             "the tag file's content is {digest}, which is not a digest/ file of \
@@ -235,8 +442,7 @@ impl Store {
                 (bytes, digest)
             }
             ManifestRef::Digest(digest) => {
-                let bytes =
-                    fsafe::read_small(dir, &manifest_path(name, digest), MAX_MANIFEST_SIZE)?;
+                let bytes = served.read_small(&manifest_path(name, digest), MAX_MANIFEST_SIZE)?;
                 let actual = Digest::of(&bytes);
                 if actual != *digest {
                     return Err(Miss::Damaged(format!("the file's content is {actual}")));
@@ -280,17 +486,20 @@ impl Store {
     /// check has something to compare with from the first request on, even for a client that
     /// read its manifests from an earlier run of the server. Runs in the background at start.
     pub fn learn_all_sizes(&self) {
-        for (i, root) in self.roots.iter().enumerate() {
-            let inventory = match imager_cache::flat::scan(root) {
-                Ok(inv) => inv,
-                Err(e) => {
-                    self.damaged(i, "listing the cache", &e.to_string());
-                    continue;
-                }
+        for (i, served) in self.roots.iter().enumerate() {
+            let inventory = match served {
+                Served::Tree(root) => match imager_cache::flat::scan(root) {
+                    Ok(inv) => inv,
+                    Err(e) => {
+                        self.damaged(i, "listing the cache", &e.to_string());
+                        continue;
+                    }
+                },
+                Served::Cache { cache, .. } => cache.inventory(),
             };
             for repo in &inventory.repos {
                 for m in &repo.manifests {
-                    let Ok(bytes) = fsafe::read_small(root, &m.path, MAX_MANIFEST_SIZE) else {
+                    let Ok(bytes) = served.read_small(&m.path, MAX_MANIFEST_SIZE) else {
                         continue;
                     };
                     if Digest::of(&bytes) != m.digest {
@@ -315,33 +524,35 @@ impl Store {
             let this = Arc::clone(self);
             let opened = self
                 .pool
-                .run(move || {
-                    let file = fsafe::open_file(&this.roots[root], &blob_path(&digest))?;
-                    let id = FileId::of(&file.metadata()?);
-                    Ok::<_, OpenError>((file, id))
-                })
+                .run(move || this.roots[root].open_blob(&digest))
                 .await
                 .map_err(internal)?;
             let what = format!("blob {digest}");
-            let (file, id) = match opened {
+            let (file, place) = match opened {
                 Ok(x) => x,
-                Err(OpenError::NotFound) => continue,
-                Err(e) => {
+                Err(Miss::Absent) => continue,
+                Err(Miss::Damaged(why)) => {
                     damaged = true;
-                    self.damaged(root, &what, &e.to_string());
+                    self.damaged(root, &what, &why);
                     continue;
                 }
             };
             if let Some(expected) = self.expected_size(&digest)
-                && expected != id.len
+                && expected != place.len
             {
                 damaged = true;
-                let why = format!("{} bytes, but its manifest says {expected}", id.len);
+                let why = format!("{} bytes, but its manifest says {expected}", place.len);
                 self.damaged(root, &what, &why);
                 continue;
             }
-            match self.content_digest(root, digest, &file, id).await {
-                Ok(actual) if actual == digest => return Ok(BlobHit { file, len: id.len }),
+            match self.content_digest(root, digest, &file, place).await {
+                Ok(actual) if actual == digest => {
+                    return Ok(BlobHit {
+                        file,
+                        offset: place.offset,
+                        len: place.len,
+                    });
+                }
                 Ok(actual) => {
                     damaged = true;
                     self.damaged(root, &what, &format!("the file's content is {actual}"));
@@ -362,15 +573,16 @@ impl Store {
         })
     }
 
-    /// What the content of this open file hashes to, computed once per file (see [`FileId`]).
+    /// What the blob's bytes at `place` of this open file hash to, computed once per place (see
+    /// [`FileId`]).
     async fn content_digest(
         &self,
         root: usize,
         digest: Digest,
         file: &File,
-        id: FileId,
+        place: Place,
     ) -> io::Result<Digest> {
-        if id.len == 0 {
+        if place.len == 0 {
             return Ok(Digest::of(b""));
         }
         let key = (root, digest);
@@ -382,11 +594,11 @@ impl Store {
             };
             let verdict = cell
                 .get_or_try_init(|| async {
-                    let actual = self.hash(file).await?;
-                    Ok::<_, io::Error>(Verdict { id, actual })
+                    let actual = self.hash(file, place).await?;
+                    Ok::<_, io::Error>(Verdict { place, actual })
                 })
                 .await?;
-            if verdict.id == id {
+            if verdict.place == place {
                 return Ok(verdict.actual);
             }
             let mut map = self.verdicts.lock().map_err(|_| poisoned())?;
@@ -395,13 +607,13 @@ impl Store {
             }
         }
         // Replaced again while being checked: check this one without keeping the verdict.
-        self.hash(file).await
+        self.hash(file, place).await
     }
 
-    async fn hash(&self, file: &File) -> io::Result<Digest> {
+    async fn hash(&self, file: &File, place: Place) -> io::Result<Digest> {
         let _permit = self.hashing.acquire().await.map_err(io::Error::other)?;
         let file = file.try_clone()?;
-        tokio::task::spawn_blocking(move || hash_file(&file))
+        tokio::task::spawn_blocking(move || hash_range(&file, place.offset, place.len))
             .await
             .map_err(io::Error::other)?
     }
@@ -410,10 +622,10 @@ impl Store {
     /// first name (root order, then registry order) whose repository directory holds a
     /// `reference/` or `digest/` directory; `NAME_UNKNOWN` if no root has the repository.
     pub fn tags(&self, repo: &Repo) -> Result<(ImageName, BTreeSet<String>), ApiError> {
-        let has_repo = |root: &Path, name: &ImageName| {
+        let has_repo = |served: &Served, name: &ImageName| {
             [REFERENCE_DIR, DIGEST_DIR]
                 .iter()
-                .any(|leaf| fsafe::open_dir(root, &repo_dir(name).join(leaf)).is_ok())
+                .any(|leaf| served.has_dir(&repo_dir(name).join(leaf)))
         };
         let name = (0..self.roots.len()).find_map(|root| {
             self.names(root, repo)
@@ -428,14 +640,9 @@ impl Store {
         };
         let mut tags = BTreeSet::new();
         let dir = repo_dir(&name).join(REFERENCE_DIR);
-        for (i, root) in self.roots.iter().enumerate() {
-            match fsafe::list_dir(root, &dir) {
-                Ok(entries) => tags.extend(
-                    entries
-                        .into_iter()
-                        .filter(|(tag, kind)| *kind == Kind::File && is_tag(tag))
-                        .map(|(tag, _)| tag),
-                ),
+        for (i, served) in self.roots.iter().enumerate() {
+            match served.files_in(&dir) {
+                Ok(files) => tags.extend(files.into_iter().filter(|tag| is_tag(tag))),
                 Err(OpenError::NotFound) => {}
                 Err(e) => self.damaged(i, &format!("tags of {name}"), &e.to_string()),
             }
@@ -473,17 +680,21 @@ fn poisoned() -> io::Error {
     io::Error::other("a lock was poisoned by a panic")
 }
 
-/// sha256 of a whole file, with positioned reads (the descriptor's offset is left alone).
-fn hash_file(file: &File) -> io::Result<Digest> {
+/// sha256 of `len` bytes of a file from `offset`, with positioned reads (the descriptor's
+/// offset is left alone); a file that ends before them is an error, not a shorter hash.
+fn hash_range(file: &File, offset: u64, len: u64) -> io::Result<Digest> {
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; HASH_BUF];
-    let mut pos = 0u64;
-    loop {
-        match file.read_at(&mut buf, pos) {
-            Ok(0) => break,
+    let mut done = 0u64;
+    while done < len {
+        let want = buf
+            .len()
+            .min(usize::try_from(len - done).unwrap_or(usize::MAX));
+        match file.read_at(&mut buf[..want], offset + done) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => {
                 hasher.update(&buf[..n]);
-                pos += n as u64;
+                done += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -499,12 +710,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hash_file_matches_digest_of() {
+    fn hash_range_matches_digest_of() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         let data: Vec<u8> = (0..(HASH_BUF * 2 + 17)).map(|i| (i % 251) as u8).collect();
         std::fs::write(&p, &data).unwrap();
         let f = File::open(&p).unwrap();
-        assert_eq!(hash_file(&f).unwrap(), Digest::of(&data));
+        let len = data.len() as u64;
+        assert_eq!(hash_range(&f, 0, len).unwrap(), Digest::of(&data));
+        assert_eq!(
+            hash_range(&f, 5, HASH_BUF as u64 + 3).unwrap(),
+            Digest::of(&data[5..HASH_BUF + 8])
+        );
+        let past = hash_range(&f, 1, len).unwrap_err();
+        assert_eq!(past.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

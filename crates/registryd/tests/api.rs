@@ -300,3 +300,24 @@ fn tags_with_a_digest_that_is_not_in_the_repository_are_not_tags() {
         (404, "MANIFEST_UNKNOWN")
     );
 }
+
+/// `cache create registry-1.docker.io/library/x` and the same with `index.docker.io` or
+/// `docker.io` file the image where the cache's name parsing says; containerd may name Docker
+/// Hub by any of these in `?ns=`, and each must find it.
+#[test]
+fn every_docker_hub_alias_finds_what_the_cache_filed_under_docker_io() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = imager_registry::testing::test_image("amd64", 4 << 10);
+    let mut cached = common::Cached::single("docker.io", "library/x", "1", &image);
+    // The name as `cache create` parses the reference it is given.
+    cached.name = imager_cache::ImageName::parse("registry-1.docker.io/library/x").unwrap();
+    common::write_cache(dir.path(), std::slice::from_ref(&cached));
+    let s = TestServer::start(&[dir.path()]);
+    for ns in ["docker.io", "index.docker.io", "registry-1.docker.io"] {
+        for repo in ["x", "library/x"] {
+            let r = get(s.addr, &format!("/v2/{repo}/manifests/1?ns={ns}"));
+            assert_eq!(r.status, 200, "{repo}?ns={ns}: {}", r.body_text());
+            assert_eq!(r.body, cached.top.bytes);
+        }
+    }
+}

@@ -46,7 +46,7 @@ fn server_process_of_the_load_test() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut config = imager_registryd::Config::new(vec![root.into()]);
+        let mut config = imager_registryd::Config::new([std::path::PathBuf::from(root)]);
         config.address = "127.0.0.1:0".parse().unwrap();
         let server = imager_registryd::Server::bind(config).await.unwrap();
         println!("listening {}", server.local_addr());

@@ -271,7 +271,7 @@ async fn tls_with_certificate_and_key() {
 async fn bad_configurations_are_refused_with_the_cause() {
     let f = Fixture::new();
     let bind = |roots: Vec<&Path>, tls: Option<(&Path, &Path)>| {
-        let mut c = imager_registryd::Config::new(roots.iter().map(|p| p.to_path_buf()).collect());
+        let mut c = imager_registryd::Config::new(roots.iter().map(|p| p.to_path_buf()));
         c.address = "127.0.0.1:0".parse().unwrap();
         c.tls = tls.map(|(cert, key)| imager_registryd::TlsFiles {
             cert: cert.to_owned(),

@@ -1,16 +1,21 @@
 //! `cargo xtask bench serve`: `imager cache serve` side by side with Debian's `docker-registry`
-//! (filesystem storage) serving the same images, in one run, under the same load.
+//! (filesystem storage) serving the same images, in one run, under the same load; and our server
+//! over the same cache in three forms: the flat tree, an ISO made by `imager iso` (served in
+//! place from the image) and the OCI layout of `imager cache create` (served in place from its
+//! uncompressed layer blob).
 //!
 //! The images are `bench cache`'s (same fixture, same `--dir`, so one built for either is reused
-//! by the other). docker-registry serves its own storage; ours serves a flat cache made from it
-//! once with `imager cache create --layout flat` (kept beside the fixture with a stamp). Every
-//! manifest and blob path is first read from docker-registry, so both servers get the same
-//! requests and each answer's length is checked against what the peer said.
+//! by the other). docker-registry serves its own storage; ours serves caches made from it once
+//! with `imager cache create --layout flat` and `--layout oci`, and an ISO of the flat one (kept
+//! beside the fixture with a stamp). Every manifest and blob path is first read from
+//! docker-registry, so every server gets the same requests and each answer's length is checked
+//! against what the peer said.
 //!
 //! Workloads, each at 1 and 16 clients ([`load`]): every manifest (tags and, for indexes, the
 //! platform manifests by digest), and every blob of at least 1 MiB. Each server is freshly
 //! started for the benchmark; peak RSS is its `VmHWM` after all runs, so it covers the startup
-//! and every workload.
+//! and every workload. Targets: the flat tree at 1.5x docker-registry's throughput, the ISO and
+//! OCI forms within 10% of the flat tree.
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -123,28 +128,50 @@ pub(super) fn run(args: &[String]) -> Result<()> {
         dir,
     } = fixture(&bench.dir, bench.images, bench.gib)?;
 
+    let list = image_list(&host, &images);
     let flat = dir.join("serve-flat");
-    let flat_stamp = dir.join("serve-flat.stamp");
-    if std::fs::read_to_string(&flat_stamp).ok().as_deref() != Some(&stamp.to_text()) {
-        if flat.exists() {
-            std::fs::remove_dir_all(&flat)?;
+    let oci = dir.join("serve-oci");
+    let iso_dir = dir.join("serve-iso");
+    let iso = iso_dir.join("metal-amd64.iso");
+    let forms_stamp = dir.join("serve-forms.stamp");
+    if std::fs::read_to_string(&forms_stamp).ok().as_deref() != Some(&stamp.to_text()) {
+        for old in [&flat, &oci, &iso_dir] {
+            if old.exists() {
+                std::fs::remove_dir_all(old)?;
+            }
         }
-        eprintln!("making the flat cache {}", flat.display());
-        let list = image_list(&host, &images);
+        for (layout, out) in [("flat", &flat), ("oci", &oci)] {
+            eprintln!("making the {layout} cache {}", out.display());
+            let mut c = Command::new(&imager);
+            c.args(["cache", "create", "--insecure", "--image-cache-path"])
+                .arg(out)
+                .args(["--images", "-", "--platform", "all", "--layout", layout])
+                .env("DOCKER_CONFIG", dir.join("no-docker-config"));
+            super::run_step(super::Step::with_stdin(c, list.clone().into_bytes()), &mut || {})
+                .with_context(|| format!("making the {layout} cache"))?;
+        }
+        eprintln!("making the ISO {}", iso.display());
+        crate::assets::run(&[])?;
         let mut c = Command::new(&imager);
-        c.args(["cache", "create", "--insecure", "--image-cache-path"])
+        c.arg("iso")
+            .arg("--assets")
+            .arg(workspace_root().join("_assets"))
+            .arg("--image-cache")
             .arg(&flat)
-            .args(["--images", "-", "--platform", "all", "--layout", "flat"])
-            .env("DOCKER_CONFIG", dir.join("no-docker-config"));
-        super::run_step(super::Step::with_stdin(c, list.into_bytes()), &mut || {})
-            .context("making the flat cache")?;
-        std::fs::write(&flat_stamp, stamp.to_text())?;
+            .arg("--output")
+            .arg(&iso_dir)
+            .env("SOURCE_DATE_EPOCH", "0");
+        super::run_step(super::Step::new(c), &mut || {}).context("making the ISO")?;
+        ensure!(iso.is_file(), "imager iso wrote no {}", iso.display());
+        std::fs::write(&forms_stamp, stamp.to_text())?;
     }
-    // Both servers start fresh, so their peak RSS is this benchmark's alone (the fixture's
+    // Every server starts fresh, so its peak RSS is this benchmark's alone (the fixture's
     // registry may have just taken the pushes).
     drop(registry);
     let registry = testing::Registry::start(testing::RegistryOptions::default());
-    let ours = ImagerServer::start(&imager, &flat, &dir.join("serve.log"))?;
+    let ours_flat = ImagerServer::start(&imager, &flat, &dir.join("serve-flat.log"))?;
+    let ours_iso = ImagerServer::start(&imager, &iso, &dir.join("serve-iso.log"))?;
+    let ours_oci = ImagerServer::start(&imager, &oci, &dir.join("serve-oci.log"))?;
     let peers = [
         Peer {
             name: "docker-registry",
@@ -152,9 +179,19 @@ pub(super) fn run(args: &[String]) -> Result<()> {
             pid: registry.pid(),
         },
         Peer {
-            name: "imager cache serve",
-            addr: ours.addr,
-            pid: ours.child.id(),
+            name: "imager (flat tree)",
+            addr: ours_flat.addr,
+            pid: ours_flat.child.id(),
+        },
+        Peer {
+            name: "imager (ISO)",
+            addr: ours_iso.addr,
+            pid: ours_iso.child.id(),
+        },
+        Peer {
+            name: "imager (OCI layout)",
+            addr: ours_oci.addr,
+            pid: ours_oci.child.id(),
         },
     ];
 
@@ -212,7 +249,7 @@ pub(super) fn run(args: &[String]) -> Result<()> {
                 .unwrap_or(0)
         })
         .collect();
-    drop(ours);
+    drop((ours_flat, ours_iso, ours_oci));
     drop(registry);
 
     println!(
@@ -234,34 +271,40 @@ pub(super) fn run(args: &[String]) -> Result<()> {
         super::machine_note(),
     );
     let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+    let rate = |o: &Outcome| {
+        format!(
+            "{:.0} req/s, {:.0} MB/s",
+            o.per_second(),
+            o.bytes_per_second() / 1e6
+        )
+    };
     let mut rows = Vec::new();
     let mut verdicts = Vec::new();
     let mut errors = 0;
     for (w, (name, ..)) in workloads.iter().enumerate() {
         for (c, &clients) in CLIENTS.iter().enumerate() {
-            let [theirs, ours] = [&outcomes[w][c][0], &outcomes[w][c][1]];
-            errors += theirs.errors + ours.errors;
-            let rate = |o: &Outcome| {
-                format!(
-                    "{:.0} req/s, {:.0} MB/s",
-                    o.per_second(),
-                    o.bytes_per_second() / 1e6
-                )
-            };
-            let speedup = ours.per_second() / theirs.per_second();
-            let (p99_theirs, p99_ours) = (theirs.quantile(0.99), ours.quantile(0.99));
-            let p99_ratio = p99_ours.as_secs_f64() / p99_theirs.as_secs_f64();
-            rows.push(vec![
-                name.to_string(),
-                clients.to_string(),
-                rate(theirs),
-                rate(ours),
+            let cell = &outcomes[w][c];
+            let [theirs, flat, iso, oci] = [&cell[0], &cell[1], &cell[2], &cell[3]];
+            errors += cell.iter().map(|o| o.errors).sum::<u64>();
+            let speedup = flat.per_second() / theirs.per_second();
+            let (p99_theirs, p99_flat) = (theirs.quantile(0.99), flat.quantile(0.99));
+            let p99_ratio = p99_flat.as_secs_f64() / p99_theirs.as_secs_f64();
+            let iso_ratio = iso.per_second() / flat.per_second();
+            let oci_ratio = oci.per_second() / flat.per_second();
+            let mut row = vec![name.to_string(), clients.to_string()];
+            row.extend(cell.iter().map(rate));
+            row.extend([
                 format!("{speedup:.2}x"),
-                ms(p99_theirs),
-                ms(p99_ours),
-                format!("{p99_ratio:.2}"),
-                format!("{} / {}", theirs.errors, ours.errors),
+                format!("{iso_ratio:.2} / {oci_ratio:.2}"),
             ]);
+            row.extend(cell.iter().map(|o| ms(o.quantile(0.99))));
+            row.push(
+                cell.iter()
+                    .map(|o| o.errors.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+            );
+            rows.push(row);
             verdicts.push(format!(
                 "- {name}, {clients} clients: throughput >= 1.5x: {} ({speedup:.2}x){}",
                 verdict(speedup >= 1.5),
@@ -274,6 +317,11 @@ pub(super) fn run(args: &[String]) -> Result<()> {
                     String::new()
                 }
             ));
+            verdicts.push(format!(
+                "- {name}, {clients} clients: ISO and OCI layout within 10% of the flat tree: {} \
+                 (ISO {iso_ratio:.2}, OCI {oci_ratio:.2})",
+                verdict(iso_ratio >= 0.9 && oci_ratio >= 0.9)
+            ));
         }
     }
     print!(
@@ -283,12 +331,16 @@ pub(super) fn run(args: &[String]) -> Result<()> {
                 "workload",
                 "clients",
                 "docker-registry",
-                "imager cache serve",
-                "throughput ratio",
+                "imager flat",
+                "imager ISO",
+                "imager OCI",
+                "flat / docker-registry",
+                "ISO / flat, OCI / flat",
                 "p99 docker-registry",
-                "p99 imager",
-                "p99 ratio",
-                "errors (theirs / ours)",
+                "p99 flat",
+                "p99 ISO",
+                "p99 OCI",
+                "errors (docker-registry / flat / ISO / OCI)",
             ],
             &rows
         )
@@ -296,17 +348,22 @@ pub(super) fn run(args: &[String]) -> Result<()> {
     println!();
     let mib = |kib: u64| format!("{:.0} MiB", kib as f64 / 1024.0);
     println!(
-        "Peak RSS (VmHWM, whole benchmark): docker-registry {}, imager cache serve {}.\n",
-        mib(rss[0]),
-        mib(rss[1])
+        "Peak RSS (VmHWM, whole benchmark): {}.\n",
+        peers
+            .iter()
+            .zip(&rss)
+            .map(|(p, &kib)| format!("{} {}", p.name, mib(kib)))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for v in verdicts {
         println!("{v}");
     }
+    let ours_rss = rss[1..].iter().copied().max().unwrap_or(0);
     println!(
-        "- imager peak RSS <= 64 MiB: {} ({})",
-        verdict(rss[1] <= 64 * 1024),
-        mib(rss[1])
+        "- imager peak RSS <= 64 MiB (each form): {} ({})",
+        verdict(ours_rss <= 64 * 1024),
+        mib(ours_rss)
     );
     for (w, (name, ..)) in workloads.iter().enumerate() {
         for (c, clients) in CLIENTS.iter().enumerate() {

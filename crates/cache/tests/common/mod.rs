@@ -17,6 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 mod read;
+#[allow(unused_imports)]
 pub use read::cache_files;
 
 use flate2::Compression;

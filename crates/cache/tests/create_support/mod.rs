@@ -25,6 +25,7 @@ pub use imager_registry::testing::chain;
 
 #[path = "../common/read.rs"]
 mod read;
+#[allow(unused_imports)]
 pub use read::cache_files;
 
 pub struct World {

@@ -13,7 +13,11 @@ use std::time::Duration;
 
 use imager_cache::{Digest, FlatWriter, ImageName};
 use imager_registry::testing::{Blob, TestImage, image, layer, noise, test_image, test_index};
-use imager_registryd::{Config, Log, Server};
+use imager_registryd::{Config, Log, Root, Server};
+
+pub mod containerd_checks;
+pub mod forms;
+pub mod skopeo_checks;
 
 pub use imager_registry::testing::sha256_hex;
 
@@ -38,7 +42,12 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(roots: &[&Path]) -> Self {
-        Self::start_with(Config::new(roots.iter().map(|r| r.to_path_buf()).collect()))
+        Self::start_with(Config::new(roots.iter().map(|r| r.to_path_buf())))
+    }
+
+    /// Serves roots of any kind (see [`forms::Form`]).
+    pub fn start_roots(roots: Vec<Root>) -> Self {
+        Self::start_with(Config::new(roots))
     }
 
     pub fn start_with(mut config: Config) -> Self {
