@@ -169,7 +169,7 @@ pub enum LayoutError {
         layer: PathBuf,
         digest: Digest,
         #[source]
-        source: LayerReadError,
+        source: Box<LayerReadError>,
     },
     #[error("{input}: the cache path {path} appears twice")]
     DuplicatePath { input: PathBuf, path: String },

@@ -277,7 +277,7 @@ impl Cache {
         .map_err(|source| LayoutError::Layer {
             layer: stream.blob.clone(),
             digest: stream.descriptor.digest,
-            source,
+            source: Box::new(source),
         })?;
         check_blob(&stream.blob, &stream.descriptor, digest, size)?;
         Ok(())
@@ -657,7 +657,7 @@ fn open_wrapped(
     let layer_err = |source| LayoutError::Layer {
         layer: blob.clone(),
         digest: layer.digest,
-        source,
+        source: Box::new(source),
     };
     let file = File::open(&blob).map_err(|source| FlatError::Read {
         path: blob.clone(),

@@ -59,7 +59,10 @@ fn assert_refused(layer: &[u8], entry: &str, why: &str) {
         let err = Cache::open(&dir, &ReadOptions::default()).unwrap_err();
         assert!(matches!(&err, LayoutError::Layer { .. }), "{form}: {err}");
         let msg = chain(&err);
-        assert!(msg.starts_with(&format!("cache layer {}", digest(&bytes))), "{form}: {msg}");
+        assert!(
+            msg.starts_with(&format!("cache layer {}", digest(&bytes))),
+            "{form}: {msg}"
+        );
         assert!(msg.contains(entry), "{form}: {msg}");
         assert!(msg.contains(why), "{form}: {msg}");
     }
@@ -68,8 +71,18 @@ fn assert_refused(layer: &[u8], entry: &str, why: &str) {
 #[test]
 fn links_devices_and_escapes_are_refused() {
     let cases: [(&[u8], EntryType, &[u8], &str); 6] = [
-        (b"blob/escape", EntryType::Symlink, b"../../..", "symbolic links"),
-        (b"blob/hard", EntryType::Link, b"blob/sha256-a", "hard links"),
+        (
+            b"blob/escape",
+            EntryType::Symlink,
+            b"../../..",
+            "symbolic links",
+        ),
+        (
+            b"blob/hard",
+            EntryType::Link,
+            b"blob/sha256-a",
+            "hard links",
+        ),
         (b"blob/dev", EntryType::Char, b"", "device"),
         (b"blob/fifo", EntryType::Fifo, b"", "FIFO"),
         (b"blob/../../etc/passwd", EntryType::Regular, b"", ".."),

@@ -420,7 +420,7 @@ impl IsoSpec {
         out: &File,
         out_path: &Path,
         progress: &mut dyn Progress,
-        mut stream: Option<&mut (dyn Stream + Send)>,
+        stream: Option<&mut (dyn Stream + Send)>,
     ) -> Result<WriteReport, IsoError> {
         let streamed = self
             .host_files
@@ -470,7 +470,7 @@ impl IsoSpec {
                         writeback.wrote_to(end);
                     })?;
                 }
-                if let Some(stream) = stream.as_deref_mut() {
+                if let Some(stream) = stream {
                     let what = stream.describe();
                     let mut buf = vec![0u8; 1 << 20];
                     let mut output_err = None;

@@ -147,8 +147,11 @@ pub(super) fn run(args: &[String]) -> Result<()> {
                 .arg(out)
                 .args(["--images", "-", "--platform", "all", "--layout", layout])
                 .env("DOCKER_CONFIG", dir.join("no-docker-config"));
-            super::run_step(super::Step::with_stdin(c, list.clone().into_bytes()), &mut || {})
-                .with_context(|| format!("making the {layout} cache"))?;
+            super::run_step(
+                super::Step::with_stdin(c, list.clone().into_bytes()),
+                &mut || {},
+            )
+            .with_context(|| format!("making the {layout} cache"))?;
         }
         eprintln!("making the ISO {}", iso.display());
         crate::assets::run(&[])?;
