@@ -12,6 +12,7 @@
 //! name:tag@sha256:<hex>           -> docker.io/library/name:tag@sha256:<hex>
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -132,11 +133,7 @@ fn parse_name(input: &str, name: &str) -> Result<ImageName, ReferenceError> {
         _ => (DOCKER_HUB, name.to_owned()),
     };
     let registry = normalize_registry(registry);
-    let repository = if registry == DOCKER_HUB && !repository.contains('/') {
-        format!("library/{repository}")
-    } else {
-        repository
-    };
+    let repository = hub_repository(registry, &repository).into_owned();
     validate_registry(registry).map_err(|e| e.into_reference_error(input, registry))?;
     validate_repository(&repository).map_err(|e| e.into_reference_error(input, registry))?;
     let len = registry.len() + 1 + repository.len();
@@ -160,6 +157,16 @@ pub fn normalize_registry(registry: &str) -> &str {
     match registry {
         "docker.io" | "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB,
         other => other,
+    }
+}
+
+/// Docker Hub's official images live under `library/`: `busybox` there is `library/busybox`.
+/// Other registries' repositories, and Hub's with a `/`, stay as they are.
+pub fn hub_repository<'a>(registry: &str, repository: &'a str) -> Cow<'a, str> {
+    if is_docker_hub(registry) && !repository.contains('/') {
+        Cow::Owned(format!("library/{repository}"))
+    } else {
+        Cow::Borrowed(repository)
     }
 }
 
@@ -750,6 +757,13 @@ mod tests {
             assert_eq!(normalize_registry(hub), DOCKER_HUB);
         }
         assert!(!is_docker_hub("ghcr.io"));
+        assert_eq!(hub_repository("docker.io", "busybox"), "library/busybox");
+        assert_eq!(
+            hub_repository("index.docker.io", "busybox"),
+            "library/busybox"
+        );
+        assert_eq!(hub_repository("docker.io", "team/app"), "team/app");
+        assert_eq!(hub_repository("ghcr.io", "app"), "app");
         assert_eq!(normalize_registry("ghcr.io"), "ghcr.io");
         let err = Reference::parse("host.io:0/app").unwrap_err();
         assert!(matches!(err, ReferenceError::Registry { .. }), "{err:?}");
