@@ -140,12 +140,6 @@ pub enum CreateError {
         #[source]
         source: ReferenceError,
     },
-    #[error("{image}: the registry address cannot be used")]
-    RegistryName {
-        image: String,
-        #[source]
-        source: registry::ReferenceError,
-    },
     #[error("{path} already exists; give --force to replace it")]
     Exists { path: PathBuf },
     #[error(
@@ -207,8 +201,9 @@ pub enum CreateError {
         image: String,
         what: String,
         digest: Digest,
+        // Boxed: it would make every `Result<_, CreateError>` large.
         #[source]
-        source: ManifestError,
+        source: Box<ManifestError>,
     },
     #[error("blob {digest} is {first} bytes in {first_image} but {second} bytes in {second_image}")]
     BlobSizeConflict {
@@ -340,46 +335,6 @@ pub fn check_output(path: &Path, force: bool) -> Result<()> {
     }
 }
 
-/// The client's name for a reference. The cache's grammar is the stricter one, so this fails only
-/// for a port the URL cannot carry (0 or above 65535).
-pub fn registry_reference(r: &Reference) -> Result<registry::Reference> {
-    let image = r.to_string();
-    let name_err = |source| CreateError::RegistryName {
-        image: image.clone(),
-        source,
-    };
-    let repo = registry::Repository::new(r.registry(), r.repository()).map_err(name_err)?;
-    let reference = match (r.tag(), r.digest()) {
-        (Some(tag), Some(d)) => {
-            registry::Reference::with_tag_and_digest(repo, tag, registry_digest(d))
-        }
-        (Some(tag), None) => registry::Reference::with_tag(repo, tag),
-        (None, Some(d)) => Ok(registry::Reference::with_digest(repo, registry_digest(d))),
-        // A parsed reference without tag or digest means `latest`; Reference::parse adds it.
-        (None, None) => registry::Reference::with_tag(repo, crate::reference::DEFAULT_TAG),
-    };
-    reference.map_err(name_err)
-}
-
-fn registry_repository(name: &ImageName) -> Result<registry::Repository> {
-    registry::Repository::new(name.registry(), name.repository()).map_err(|source| {
-        CreateError::RegistryName {
-            image: name.to_string(),
-            source,
-        }
-    })
-}
-
-/// Both crates spell a sha256 digest `sha256:<64 lower-case hex>` and accept exactly that, so
-/// the conversions cannot fail.
-fn registry_digest(d: &Digest) -> registry::Digest {
-    registry::Digest::parse(&d.to_string()).expect("a sha256 digest is valid in both crates")
-}
-
-fn cache_digest(d: &registry::Digest) -> Digest {
-    Digest::parse(&d.to_string()).expect("a sha256 digest is valid in both crates")
-}
-
 // ---------------------------------------------------------------------------------------------
 // Resolve
 
@@ -407,9 +362,8 @@ async fn resolve_image(
     selection: &PlatformSelection,
 ) -> Result<ResolvedImage> {
     let image = reference.to_string();
-    let wanted = registry_reference(reference)?;
     let top = client
-        .get_manifest(&wanted)
+        .get_manifest(reference)
         .await
         .map_err(|e| CreateError::Manifest(Box::new(e)))?;
     let mut children = Vec::new();
@@ -430,8 +384,7 @@ async fn resolve_image(
                 .platform
                 .as_ref()
                 .map_or_else(|| format!("child {}", child.digest), ToString::to_string);
-            let by_digest =
-                registry::Reference::with_digest(wanted.repository().clone(), child.digest.clone());
+            let by_digest = Reference::with_digest(reference.name().clone(), child.digest);
             let m = client.get_manifest(&by_digest).await.map_err(|source| {
                 CreateError::ChildManifest {
                     image: image.clone(),
@@ -439,7 +392,7 @@ async fn resolve_image(
                     source: Box::new(source),
                 }
             })?;
-            let digest = cache_digest(&m.digest);
+            let digest = m.digest;
             if m.bytes.len() as u64 != child.size {
                 return Err(CreateError::ChildSize {
                     image,
@@ -469,7 +422,7 @@ async fn resolve_image(
     Ok(ResolvedImage {
         reference: reference.clone(),
         top: FetchedManifest {
-            digest: cache_digest(&top.digest),
+            digest: top.digest,
             media_type: top.media_type,
             bytes: top.bytes,
         },
@@ -592,7 +545,7 @@ pub fn plan(resolved: &[ResolvedImage]) -> Result<Plan<'_>> {
                     image: label.clone(),
                     what: format!("manifest of {of}"),
                     digest: m.digest,
-                    source,
+                    source: Box::new(source),
                 })?;
             let Manifest::Image(parsed) = parsed else {
                 // The registry client's media type said image; the body says index.
@@ -704,9 +657,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     }
     check_output(&opts.output, opts.force)?;
     let wanted: Vec<&Reference> = opts.images.iter().collect();
-    for r in &wanted {
-        registry_reference(r)?;
-    }
     let mut client_config = opts.client.clone();
     if client_config.progress.is_none()
         && let Some(p) = &opts.progress
@@ -1013,8 +963,8 @@ async fn fetch_into_slots(
     let limit = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (b, slot)) in blobs.iter().enumerate() {
-        let repository = registry_repository(&b.repository)?;
-        let digest = registry_digest(&b.digest);
+        let repository = b.repository.clone();
+        let digest = b.digest;
         let (cache_digest, image, what) = (b.digest, b.image.clone(), b.what.clone());
         let (offset, size) = (slot.data_offset, slot.size);
         let (client, limit, file, gate, progress) = (
@@ -1121,8 +1071,8 @@ async fn fetch_blobs(
     let mut requests = Vec::with_capacity(plan.blobs.len());
     for b in &plan.blobs {
         requests.push(BlobRequest {
-            repository: registry_repository(&b.repository)?,
-            digest: registry_digest(&b.digest),
+            repository: b.repository.clone(),
+            digest: b.digest,
             size: Some(b.size),
             dest: dest(&b.digest),
         });
@@ -1131,7 +1081,7 @@ async fn fetch_blobs(
         .fetch_blobs_detailed(requests, jobs)
         .await
         .map_err(|failed| {
-            let digest = cache_digest(&failed.request.digest);
+            let digest = failed.request.digest;
             let (image, what) = plan.blobs.iter().find(|b| b.digest == digest).map_or_else(
                 || (failed.request.repository.to_string(), "blob".to_owned()),
                 |b| (b.image.clone(), b.what.clone()),
@@ -1337,21 +1287,6 @@ mod tests {
         assert!(parse_images(std::iter::empty()).unwrap().is_empty());
     }
 
-    #[test]
-    fn registry_names() {
-        let x = registry_reference(&r("localhost:5000/a/b:v1")).unwrap();
-        assert_eq!(x.to_string(), "localhost:5000/a/b:v1");
-        let d = Digest::of(b"m");
-        let x = registry_reference(&r(&format!("alpine:3@{d}"))).unwrap();
-        assert_eq!(x.to_string(), format!("docker.io/library/alpine:3@{d}"));
-        assert_eq!(x.digest().map(ToString::to_string), Some(d.to_string()));
-        let x = registry_reference(&r(&format!("alpine@{d}"))).unwrap();
-        assert_eq!(x.tag(), None);
-        // The cache grammar takes any port; a URL cannot.
-        let err = registry_reference(&r("host:99999/a")).unwrap_err();
-        assert!(matches!(err, CreateError::RegistryName { .. }), "{err}");
-    }
-
     fn fetched(json: String) -> FetchedManifest {
         FetchedManifest {
             digest: Digest::of(json.as_bytes()),
@@ -1368,7 +1303,7 @@ mod tests {
         let layers: Vec<String> = layers.iter().map(|(d, s)| desc(d, *s)).collect();
         fetched(format!(
             r#"{{"schemaVersion":2,"mediaType":"{}","config":{},"layers":[{}]}}"#,
-            manifest::OCI_MANIFEST,
+            crate::media::OCI_MANIFEST,
             desc(config.0, config.1),
             layers.join(",")
         ))
@@ -1396,7 +1331,7 @@ mod tests {
         let arm = image_manifest((&c2, 11), &[(&shared, 100), (&l2, 70)]);
         let index = fetched(format!(
             r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#,
-            manifest::OCI_INDEX
+            crate::media::OCI_INDEX
         ));
         let b = ResolvedImage {
             reference: r(&format!("ghcr.io/x/b:v2@{}", index.digest)),

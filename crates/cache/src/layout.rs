@@ -512,7 +512,7 @@ mod tests {
 
     fn desc(n: u8, annotations: &[(&str, &str)]) -> Descriptor {
         Descriptor {
-            media_type: manifest::OCI_MANIFEST.to_owned(),
+            media_type: crate::media::OCI_MANIFEST.to_owned(),
             digest: Digest::of(&[n]),
             size: 1,
             platform: None,
@@ -520,6 +520,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            urls: Vec::new(),
         }
     }
 

@@ -14,11 +14,9 @@ pub mod digest;
 pub mod flat;
 pub mod layout;
 pub mod list;
-pub mod manifest;
 pub mod model;
 pub mod oci_out;
 mod par;
-pub mod reference;
 mod slot;
 pub mod tar_layer;
 pub mod verify;
@@ -26,8 +24,9 @@ pub mod verify;
 pub use create::{CreateError, CreateOptions, CreateProgress, Created, OutputLayout, create};
 pub use digest::{Digest, DigestError};
 pub use flat::{FlatError, FlatWriter};
-/// One platform type for both sides: what a registry's index offers and what a layout holds.
-pub use imager_registry::{Platform, PlatformError};
+/// The OCI vocabulary (references, manifests, platforms), defined once in `imager-oci` and
+/// re-exported under the paths this crate's users already name.
+pub use imager_oci::{Platform, PlatformError, manifest, media, reference};
 pub use layout::{InputForm, LayoutError, ReadOptions};
 pub use list::{ImageInfo, list, list_flat};
 pub use model::{Cache, Entry, Location};

@@ -40,11 +40,9 @@ use serde_json::json;
 use crate::Platform;
 use crate::digest::{BUF_SIZE, Digest, Hasher};
 use crate::layout::REF_NAME;
-use crate::manifest::{OCI_INDEX, OCI_MANIFEST};
-
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-/// The layer's media type: a tar without compression.
-pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// The layer's media type is [`OCI_LAYER_TAR`]: a tar without compression.
+pub use imager_oci::media::{OCI_CONFIG, OCI_LAYER_TAR};
+use imager_oci::media::{OCI_INDEX, OCI_MANIFEST};
 
 /// Tar's unit: headers are one block, file data is padded to whole blocks.
 pub const BLOCK: u64 = 512;

@@ -11,7 +11,7 @@ use crate::digest::Digest;
 use crate::flat::{self, FlatError, Inventory, RepoDir, StrayKind};
 use crate::manifest::{self, MAX_MANIFEST_SIZE, Manifest};
 use crate::model::{Cache, Loaded};
-use crate::reference::validate_tag;
+use crate::reference::is_tag;
 use crate::{LayoutError, ReadOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -276,7 +276,7 @@ fn check_repo(
     // Every reference/ file: a valid tag whose bytes are one of the digest/ files.
     for t in &repo.tags {
         report.tags += 1;
-        if validate_tag(&t.tag).is_err() {
+        if !is_tag(&t.tag) {
             report.push(
                 ProblemKind::BadName,
                 &t.path,

@@ -15,13 +15,13 @@ use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
 use crate::client::{Client, Ctx};
 use crate::error::Error;
-use crate::reference::{Digest, Repository};
 use crate::retry::Backoff;
+use imager_oci::{Digest, ImageName};
 
 /// One blob to fetch into a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobRequest {
-    pub repository: Repository,
+    pub repository: ImageName,
     pub digest: Digest,
     /// The descriptor's size; checked as the blob streams. `None` skips the size check (the digest
     /// is still verified).
@@ -63,7 +63,7 @@ impl Client {
     /// blob again and the part already received is skipped, so the hash stays correct either way.
     pub async fn get_blob_to_writer<W: AsyncWrite + Unpin + ?Sized>(
         &self,
-        repo: &Repository,
+        repo: &ImageName,
         digest: &Digest,
         size: Option<u64>,
         writer: &mut W,
@@ -75,7 +75,7 @@ impl Client {
     /// [`Client::get_blob_to_writer`], with `target` naming the writer in errors.
     async fn stream_blob<W: AsyncWrite + Unpin + ?Sized>(
         &self,
-        repo: &Repository,
+        repo: &ImageName,
         digest: &Digest,
         size: Option<u64>,
         writer: &mut W,
@@ -207,8 +207,8 @@ impl Client {
             return Err(Error::DigestMismatch {
                 image: ctx.image.clone(),
                 what: ctx.what.clone(),
-                expected: digest.clone(),
-                actual,
+                expected: Box::new(*digest),
+                actual: Box::new(actual),
                 claimed_by: "the manifest",
             });
         }
@@ -222,7 +222,7 @@ impl Client {
     /// downloaded.
     pub async fn get_blob(
         &self,
-        repo: &Repository,
+        repo: &ImageName,
         digest: &Digest,
         size: Option<u64>,
         dest: &Path,
@@ -243,7 +243,7 @@ impl Client {
                 p.blob_finished(digest, false);
             }
             return Ok(BlobOutcome {
-                digest: digest.clone(),
+                digest: *digest,
                 path: dest.to_owned(),
                 size: len,
                 downloaded: false,
@@ -295,7 +295,7 @@ impl Client {
             p.blob_finished(digest, true);
         }
         Ok(BlobOutcome {
-            digest: digest.clone(),
+            digest: *digest,
             path: dest.to_owned(),
             size: len,
             downloaded: true,
@@ -326,7 +326,7 @@ impl Client {
         let mut seen = HashSet::new();
         let unique: Vec<BlobRequest> = requests
             .into_iter()
-            .filter(|r| seen.insert(r.digest.clone()))
+            .filter(|r| seen.insert(r.digest))
             .collect();
         let limit = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
@@ -384,7 +384,7 @@ async fn verified_copy(
     size: Option<u64>,
 ) -> Result<Option<u64>, std::io::Error> {
     let dest = dest.to_owned();
-    let digest = digest.clone();
+    let digest = *digest;
     let check = move || -> Result<Option<u64>, std::io::Error> {
         let mut file = match std::fs::File::open(&dest) {
             Ok(f) => f,

@@ -14,9 +14,11 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use crate::auth::{self, Challenge, Credentials};
 use crate::docker_config::{self, DockerConfig, Lookup};
 use crate::error::Error;
-use crate::media::{self, ManifestKind};
-use crate::reference::{Digest, Reference, Repository};
 use crate::retry::{Backoff, RetryPolicy, is_transient_status, parse_retry_after};
+use imager_oci::manifest::{self, ManifestKind};
+use imager_oci::media;
+use imager_oci::reference::is_docker_hub;
+use imager_oci::{Digest, ImageName, Reference};
 
 /// Where credentials come from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,7 +82,7 @@ impl std::fmt::Debug for ClientConfig {
 }
 
 /// The default manifest cap: 4 MiB, the limit containerd and the distribution registry also use.
-pub const DEFAULT_MAX_MANIFEST_SIZE: u64 = 4 << 20;
+pub const DEFAULT_MAX_MANIFEST_SIZE: u64 = imager_oci::MAX_MANIFEST_SIZE;
 
 impl Default for ClientConfig {
     fn default() -> Self {
@@ -179,7 +181,7 @@ enum Sent {
 
 /// Who and what a request is for, for error messages.
 pub(crate) struct Ctx<'a> {
-    pub(crate) repo: &'a Repository,
+    pub(crate) repo: &'a ImageName,
     pub(crate) image: String,
     pub(crate) what: String,
 }
@@ -296,9 +298,9 @@ impl Client {
     /// any) and the registry's `Docker-Content-Digest` (if sent); the media type comes from
     /// `Content-Type` or the manifest's `mediaType`, and must be an OCI or Docker schema 2 type.
     pub async fn get_manifest(&self, image: &Reference) -> Result<Manifest, Error> {
-        let reference = image.manifest_reference();
+        let reference = manifest_reference(image);
         let ctx = Ctx {
-            repo: image.repository(),
+            repo: image.name(),
             image: image.to_string(),
             what: format!("manifest {reference}"),
         };
@@ -356,14 +358,14 @@ impl Client {
         let mismatch = |expected: Digest, claimed_by| Error::DigestMismatch {
             image: ctx.image.clone(),
             what: ctx.what.clone(),
-            expected,
-            actual: digest.clone(),
+            expected: Box::new(expected),
+            actual: Box::new(digest),
             claimed_by,
         };
         if let Some(wanted) = image.digest()
             && *wanted != digest
         {
-            return Err(mismatch(wanted.clone(), "the reference"));
+            return Err(mismatch(*wanted, "the reference"));
         }
         // Only a sha256 header can be compared; registries that announce another algorithm are
         // still checked against the reference's digest above.
@@ -373,7 +375,7 @@ impl Client {
             return Err(mismatch(announced, "Docker-Content-Digest"));
         }
         let media_type =
-            media::resolve_media_type(content_type.as_deref(), &bytes).map_err(|source| {
+            manifest::resolve_media_type(content_type.as_deref(), &bytes).map_err(|source| {
                 Error::Manifest {
                     image: ctx.image.clone(),
                     what: ctx.what.clone(),
@@ -454,8 +456,8 @@ impl Client {
             let scheme = scheme_known.unwrap_or(if try_http { "http" } else { "https" });
             let url = format!(
                 "{scheme}://{}/v2/{}/{path}",
-                ctx.repo.api_host(),
-                ctx.repo.name()
+                api_host(ctx.repo.registry()),
+                ctx.repo.repository()
             );
             let (authorization, sent) = self.authorization(ctx, &state).await?;
             let mut req = self.inner.http.get(&url).headers(headers.clone());
@@ -555,7 +557,7 @@ impl Client {
                 _ => Ok((None, Sent::Nothing)),
             },
             AuthScheme::Bearer { realm, service } => {
-                let scope = format!("repository:{}:pull", ctx.repo.name());
+                let scope = format!("repository:{}:pull", ctx.repo.repository());
                 let slot = lock(&state.tokens)
                     .entry(scope.clone())
                     .or_default()
@@ -621,7 +623,7 @@ impl Client {
         if let Some((realm, service)) = bearer {
             // A cached token was refused (expired early or revoked): drop it so a new one is fetched.
             if sent == Sent::CachedToken {
-                let scope = format!("repository:{}:pull", ctx.repo.name());
+                let scope = format!("repository:{}:pull", ctx.repo.repository());
                 let slot = lock(&state.tokens).get(&scope).cloned();
                 if let Some(slot) = slot {
                     *slot.lock().await = None;
@@ -855,4 +857,44 @@ async fn error_detail(resp: reqwest::Response) -> Option<String> {
     // A body that cannot be read adds nothing to the status we already have.
     let body = read_capped(resp, 64 << 10).await.ok()?;
     auth::summarize_error_body(&body)
+}
+
+/// The host a registry's API is reached at: Docker Hub is named `docker.io` (references are
+/// normalized to that, see [`imager_oci::reference::normalize_registry`]) but served by
+/// `registry-1.docker.io`.
+pub(crate) fn api_host(registry: &str) -> &str {
+    if is_docker_hub(registry) {
+        "registry-1.docker.io"
+    } else {
+        registry
+    }
+}
+
+/// What goes after `/manifests/`: the digest when there is one (it pins the content), else the tag.
+fn manifest_reference(image: &Reference) -> String {
+    match (image.digest(), image.tag()) {
+        (Some(digest), _) => digest.to_string(),
+        (None, Some(tag)) => tag.to_owned(),
+        // Reference::parse gives a reference without either one the default tag.
+        (None, None) => imager_oci::reference::DEFAULT_TAG.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_manifest_references() {
+        for hub in ["docker.io", "index.docker.io", "registry-1.docker.io"] {
+            assert_eq!(api_host(hub), "registry-1.docker.io");
+        }
+        assert_eq!(api_host("127.0.0.1:5000"), "127.0.0.1:5000");
+        let name = ImageName::new("docker.io", "library/alpine").expect("valid");
+        let r = Reference::with_tag(name.clone(), "3.20").expect("valid");
+        assert_eq!(manifest_reference(&r), "3.20");
+        let d = Digest::of(b"x");
+        let r = Reference::with_tag_and_digest(name, "3.20", d).expect("valid");
+        assert_eq!(manifest_reference(&r), d.to_string());
+    }
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::auth::Credentials;
-use crate::reference::is_docker_hub;
+use imager_oci::reference::is_docker_hub;
 
 /// The key Docker uses for Docker Hub in `auths` and what it passes to credential helpers.
 pub const DOCKER_HUB_SERVER: &str = "https://index.docker.io/v1/";

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use crate::auth::TokenError;
 use crate::docker_config::CredentialError;
-use crate::media::ManifestError;
-use crate::reference::Digest;
+use imager_oci::{Digest, ManifestError};
 
 /// " (detail)" when there is one: the registry's own words, e.g. `MANIFEST_UNKNOWN: manifest unknown`.
 fn fmt_detail(d: &Option<String>) -> String {
@@ -72,8 +71,9 @@ pub enum Error {
     DigestMismatch {
         image: String,
         what: String,
-        expected: Digest,
-        actual: Digest,
+        // Boxed: two inline sha256s would make every `Result<_, Error>` large.
+        expected: Box<Digest>,
+        actual: Box<Digest>,
         /// "the reference", "the manifest" or "Docker-Content-Digest".
         claimed_by: &'static str,
     },

@@ -14,10 +14,10 @@ mod blob;
 mod client;
 mod docker_config;
 mod error;
-pub mod media;
-mod platform;
-mod reference;
 mod retry;
+
+/// The media types, from the vocabulary crate.
+pub use imager_oci::media;
 
 pub use auth::{Challenge, Credentials, parse_challenges};
 pub use blob::{BlobOutcome, BlobRequest, FailedBlob};
@@ -26,9 +26,11 @@ pub use client::{
 };
 pub use docker_config::{CredentialError, DockerConfig, Lookup};
 pub use error::Error;
-pub use media::{Descriptor, ImageManifest, ManifestError, ManifestKind};
-pub use platform::{Platform, PlatformError, PlatformSelection, SelectError, select_platforms};
-pub use reference::{Digest, Reference, ReferenceError, Repository};
+/// The vocabulary the client's API speaks, defined in `imager-oci`.
+pub use imager_oci::{
+    Descriptor, Digest, ImageManifest, ImageName, ManifestError, ManifestKind, Platform,
+    PlatformError, PlatformSelection, Reference, ReferenceError, SelectError, select_platforms,
+};
 pub use retry::RetryPolicy;
 
 #[cfg(feature = "testing")]

@@ -273,10 +273,7 @@ async fn corrupted_manifest_is_refused() {
     // By digest: the reference itself.
     let digest = s.image.manifest.digest();
     let err = c
-        .get_manifest(&Reference::with_digest(
-            repo(&host, "test/faults"),
-            digest.clone(),
-        ))
+        .get_manifest(&Reference::with_digest(repo(&host, "test/faults"), digest))
         .await
         .expect_err("corrupt by digest");
     assert!(

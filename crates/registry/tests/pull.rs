@@ -37,15 +37,12 @@ async fn by_tag_and_by_digest_byte_exact_and_verified() {
     // By digest, and by tag and digest together.
     let repository = repo(&host, "test/single");
     let by_digest = client
-        .get_manifest(&Reference::with_digest(
-            repository.clone(),
-            by_tag.digest.clone(),
-        ))
+        .get_manifest(&Reference::with_digest(repository.clone(), by_tag.digest))
         .await
         .expect("manifest by digest");
     assert_eq!(by_digest, by_tag);
-    let both = Reference::with_tag_and_digest(repository.clone(), "v1", by_tag.digest.clone())
-        .expect("ref");
+    let both =
+        Reference::with_tag_and_digest(repository.clone(), "v1", by_tag.digest).expect("ref");
     assert_eq!(
         client.get_manifest(&both).await.expect("tag@digest"),
         by_tag
@@ -65,7 +62,7 @@ async fn by_tag_and_by_digest_byte_exact_and_verified() {
     let requests = || {
         parsed.blobs().map(|d| BlobRequest {
             repository: repository.clone(),
-            digest: d.digest.clone(),
+            digest: d.digest,
             size: Some(d.size),
             dest: out.path().join(format!("blob/sha256-{}", d.digest.hex())),
         })
@@ -135,17 +132,14 @@ async fn index_with_only_the_amd64_child() {
     let mut requests = Vec::new();
     for child in &children {
         let m = client
-            .get_manifest(&Reference::with_digest(
-                repository.clone(),
-                child.digest.clone(),
-            ))
+            .get_manifest(&Reference::with_digest(repository.clone(), child.digest))
             .await
             .expect("child manifest");
         assert_eq!(m.bytes, amd64.manifest.bytes);
         let parsed = ImageManifest::parse(&m.media_type, &m.bytes).expect("parse child");
         requests.extend(parsed.blobs().map(|d| BlobRequest {
             repository: repository.clone(),
-            digest: d.digest.clone(),
+            digest: d.digest,
             size: Some(d.size),
             dest: out.path().join(format!("sha256-{}", d.digest.hex())),
         }));

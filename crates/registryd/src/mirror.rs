@@ -8,7 +8,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use imager_cache::ImageName;
+use imager_oci::ImageName;
 
 use crate::route::normalize_registry;
 

@@ -10,8 +10,8 @@
 use std::borrow::Cow;
 
 use http::Method;
-use imager_cache::reference::{DOCKER_HUB, ReferenceError, check_repository, is_tag};
-use imager_cache::{Digest, ImageName};
+use imager_oci::reference::{ReferenceError, check_repository, is_tag};
+use imager_oci::{Digest, ImageName};
 use percent_encoding::percent_decode_str;
 
 use crate::error::{ApiError, ErrorCode};
@@ -176,19 +176,10 @@ fn name_error(name: &str, e: &ReferenceError) -> ApiError {
     ApiError::name_invalid(format!("repository name {name:?} {why}"))
 }
 
-/// Docker Hub's aliases are `docker.io`: the very function the cache's reference parsing uses,
-/// so a `?ns=` finds the directory `cache create` filed the image under, whichever Hub name it
-/// was given.
-pub use imager_cache::reference::normalize_registry;
-
-/// Docker Hub's official images live under `library/`: `busybox` there is `library/busybox`.
-pub fn hub_repository<'a>(registry: &str, path: &'a str) -> Cow<'a, str> {
-    if registry == DOCKER_HUB && !path.contains('/') {
-        Cow::Owned(format!("library/{path}"))
-    } else {
-        Cow::Borrowed(path)
-    }
-}
+/// Docker Hub's aliases are `docker.io`, and its official images live under `library/`: the very
+/// functions the cache's reference parsing uses, so a `?ns=` finds the directory `cache create`
+/// filed the image under, whichever Hub name it was given.
+pub use imager_oci::reference::{hub_repository, normalize_registry};
 
 fn manifest_ref(piece: &str) -> Result<ManifestRef, ApiError> {
     let decoded = decode(piece).ok_or_else(|| ApiError::name_invalid("tag is not UTF-8"))?;

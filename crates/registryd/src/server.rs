@@ -475,7 +475,7 @@ fn error_response(e: &ApiError) -> Response<Payload> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use imager_cache::ImageName;
+    use imager_oci::ImageName;
 
     #[test]
     fn pages_of_tags() {

@@ -31,9 +31,10 @@ use http::StatusCode;
 use imager_cache::flat::{
     DIGEST_DIR, MANIFESTS_DIR, REFERENCE_DIR, blob_path, manifest_path, repo_dir, tag_path,
 };
-use imager_cache::manifest::{self, MAX_MANIFEST_SIZE, Manifest};
-use imager_cache::reference::is_tag;
-use imager_cache::{Cache, Digest, Entry, ImageName};
+use imager_cache::{Cache, Entry};
+use imager_oci::manifest::{self, MAX_MANIFEST_SIZE, Manifest};
+use imager_oci::reference::is_tag;
+use imager_oci::{Digest, ImageName};
 use sha2::Digest as _;
 use tokio::sync::{OnceCell, Semaphore};
 

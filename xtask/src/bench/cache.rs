@@ -35,10 +35,7 @@ pub(super) const USAGE: &str =
 /// Bumped when the generated images change in a way the plan's text does not show.
 const FORMAT: &str = "bench-cache-v1";
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+use imager_oci::media::{OCI_CONFIG, OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST};
 
 #[derive(Debug)]
 struct CacheBench {

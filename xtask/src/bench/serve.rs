@@ -35,10 +35,8 @@ use crate::util::{human_size, workspace_root};
 pub(super) const USAGE: &str =
     "usage: cargo xtask bench serve [--runs N] [--seconds S] [--images N] [--gib G] [--dir DIR]";
 
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-    application/vnd.oci.image.manifest.v1+json, \
-    application/vnd.docker.distribution.manifest.list.v2+json, \
-    application/vnd.docker.distribution.manifest.v2+json";
+use imager_oci::media::MANIFEST_ACCEPT;
+
 /// Blobs of at least this size make the blob workload.
 const LARGE_BLOB: u64 = 1 << 20;
 const CLIENTS: [usize; 2] = [1, 16];

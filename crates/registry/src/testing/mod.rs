@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{
-    Client, ClientConfig, Digest, DockerConfigSource, Reference, Repository, RetryPolicy, media,
+    Client, ClientConfig, Digest, DockerConfigSource, ImageName, Reference, RetryPolicy, media,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -470,8 +470,8 @@ pub fn client(config: ClientConfig) -> Client {
     Client::new(config).expect("client")
 }
 
-pub fn repo(host: &str, name: &str) -> Repository {
-    Repository::new(host, name).expect("repository")
+pub fn repo(host: &str, name: &str) -> ImageName {
+    ImageName::new(host, name).expect("repository")
 }
 
 pub fn tagged(host: &str, name: &str, tag: &str) -> Reference {

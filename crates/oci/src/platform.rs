@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::media::{Descriptor, ManifestError, RawPlatform};
+use crate::manifest::{Descriptor, ManifestError};
 
 /// An OS, an architecture and an optional variant, normalized the way containerd compares them.
 /// As JSON it is the OCI `platform` object (read normalized; extra fields such as `os.features`
@@ -17,6 +17,15 @@ pub struct Platform {
     pub architecture: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+}
+
+/// The OCI `platform` object as written, before normalization.
+#[derive(Deserialize)]
+struct RawPlatform {
+    architecture: String,
+    os: String,
+    #[serde(default)]
+    variant: Option<String>,
 }
 
 /// Why a platform could not be parsed or selected.
@@ -102,7 +111,7 @@ impl Platform {
         Ok(platform)
     }
 
-    pub(crate) fn from_raw(raw: RawPlatform) -> Self {
+    fn from_raw(raw: RawPlatform) -> Self {
         Self::normalized(
             raw.os,
             raw.architecture,
@@ -229,9 +238,9 @@ pub fn select_platforms(
     selection: &PlatformSelection,
 ) -> Result<Vec<Descriptor>, SelectError> {
     let children =
-        crate::media::index_children(media_type, index_bytes).map_err(SelectError::Manifest)?;
+        crate::manifest::index_children(media_type, index_bytes).map_err(SelectError::Manifest)?;
     let runnable = |d: &Descriptor| {
-        d.reference_type.as_deref() != Some("attestation-manifest")
+        d.reference_type() != Some("attestation-manifest")
             && d.platform
                 .as_ref()
                 .is_none_or(|p| p.os != "unknown" && p.architecture != "unknown")
@@ -382,7 +391,7 @@ mod tests {
     }
 
     fn digests(ds: &[Descriptor]) -> String {
-        ds.iter().map(|d| &d.digest.hex()[..1]).collect()
+        ds.iter().map(|d| d.digest.hex()[..1].to_owned()).collect()
     }
 
     #[test]
@@ -405,15 +414,27 @@ mod tests {
             err.to_string(),
             "the index has no linux/s390x image; it has: linux/amd64, linux/arm64/v8, linux/arm/v7, linux/amd64"
         );
-        // A Docker manifest list is an index too; an image manifest is not.
+        // A Docker manifest list is an index too; an image manifest is not, and a body that says
+        // it is another kind than it was served as is refused.
+        let list = idx.replacen(OCI_INDEX, DOCKER_MANIFEST_LIST, 1);
         assert!(
             select_platforms(
                 DOCKER_MANIFEST_LIST,
-                idx.as_bytes(),
+                list.as_bytes(),
                 &PlatformSelection::All
             )
             .is_ok()
         );
+        assert!(matches!(
+            select_platforms(
+                DOCKER_MANIFEST_LIST,
+                idx.as_bytes(),
+                &PlatformSelection::All
+            ),
+            Err(SelectError::Manifest(
+                ManifestError::MediaTypeConflict { .. }
+            ))
+        ));
         assert!(matches!(
             select_platforms(OCI_MANIFEST, idx.as_bytes(), &PlatformSelection::All),
             Err(SelectError::Manifest(ManifestError::NotAnIndex(_)))

@@ -1,6 +1,7 @@
 //! Image references: parsing, Docker Hub normalization and validation against the distribution
-//! grammar (github.com/distribution/reference), so that every name that reaches the flat tree is a
-//! safe, canonical path.
+//! grammar (github.com/distribution/reference), so that every name that reaches a cache, a URL or
+//! a file path is safe and canonical. The one table of Docker Hub's names is
+//! [`normalize_registry`]; which host a client talks to for `docker.io` is the client's business.
 //!
 //! ```text
 //! alpine                          -> docker.io/library/alpine:latest
@@ -11,6 +12,7 @@
 //! name:tag@sha256:<hex>           -> docker.io/library/name:tag@sha256:<hex>
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -29,7 +31,7 @@ pub enum ReferenceError {
     #[error("image reference is empty")]
     Empty,
     #[error(
-        "image reference {input:?}: registry {registry:?} is not a host name with an optional :port"
+        "image reference {input:?}: registry {registry:?} is not a host name with an optional :port (1-65535)"
     )]
     Registry { input: String, registry: String },
     #[error(
@@ -131,11 +133,7 @@ fn parse_name(input: &str, name: &str) -> Result<ImageName, ReferenceError> {
         _ => (DOCKER_HUB, name.to_owned()),
     };
     let registry = normalize_registry(registry);
-    let repository = if registry == DOCKER_HUB && !repository.contains('/') {
-        format!("library/{repository}")
-    } else {
-        repository
-    };
+    let repository = hub_repository(registry, &repository).into_owned();
     validate_registry(registry).map_err(|e| e.into_reference_error(input, registry))?;
     validate_repository(&repository).map_err(|e| e.into_reference_error(input, registry))?;
     let len = registry.len() + 1 + repository.len();
@@ -153,12 +151,28 @@ fn parse_name(input: &str, name: &str) -> Result<ImageName, ReferenceError> {
 
 /// Docker Hub's other host names (`index.docker.io`, the legacy index; `registry-1.docker.io`,
 /// its API host) stand for `docker.io`: a cache files Hub images under `docker.io` whichever name
-/// a reference used, and a server looking one up by registry must spell it the same way.
+/// a reference used, a server looking one up by registry must spell it the same way, and a client
+/// finds Hub credentials under any of them. The only table of Hub's names.
 pub fn normalize_registry(registry: &str) -> &str {
     match registry {
-        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB,
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB,
         other => other,
     }
+}
+
+/// Docker Hub's official images live under `library/`: `busybox` there is `library/busybox`.
+/// Other registries' repositories, and Hub's with a `/`, stay as they are.
+pub fn hub_repository<'a>(registry: &str, repository: &'a str) -> Cow<'a, str> {
+    if is_docker_hub(registry) && !repository.contains('/') {
+        Cow::Owned(format!("library/{repository}"))
+    } else {
+        Cow::Borrowed(repository)
+    }
+}
+
+/// Whether `registry` is Docker Hub under any of its names.
+pub fn is_docker_hub(registry: &str) -> bool {
+    normalize_registry(registry) == DOCKER_HUB
 }
 
 /// Why a registry or repository name is refused; the public errors add the input around it.
@@ -202,7 +216,9 @@ impl fmt::Display for NameError {
     }
 }
 
-/// `host[:port]`, host being dot-separated `[a-zA-Z0-9]` runs with inner dashes.
+/// `host[:port]`, host being dot-separated `[a-zA-Z0-9]` runs with inner dashes, port one a URL
+/// can carry (1-65535). IPv6 literals are refused: the flat tree's directory names cannot carry
+/// them.
 pub(crate) fn validate_registry(registry: &str) -> Result<(), NameError> {
     if registry.starts_with('[') {
         return Err(NameError::Ipv6);
@@ -212,7 +228,9 @@ pub(crate) fn validate_registry(registry: &str) -> Result<(), NameError> {
         None => (registry, None),
     };
     if let Some(port) = port
-        && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
+        && (port.is_empty()
+            || !port.bytes().all(|b| b.is_ascii_digit())
+            || port.parse::<u16>().map_or(true, |p| p == 0))
     {
         return Err(NameError::Registry);
     }
@@ -390,6 +408,31 @@ impl Reference {
             (None, None) => Some(DEFAULT_TAG.to_owned()),
         };
         Ok(Self { name, tag, digest })
+    }
+
+    /// `name` with `tag` (checked against the tag grammar).
+    pub fn with_tag(name: ImageName, tag: &str) -> Result<Self, ReferenceError> {
+        name.with_tag(tag)
+    }
+
+    /// `name` pinned to `digest`, without a tag.
+    pub fn with_digest(name: ImageName, digest: Digest) -> Self {
+        Self {
+            name,
+            tag: None,
+            digest: Some(digest),
+        }
+    }
+
+    /// `name:tag@digest`: the digest is what is fetched, the tag is kept for naming.
+    pub fn with_tag_and_digest(
+        name: ImageName,
+        tag: &str,
+        digest: Digest,
+    ) -> Result<Self, ReferenceError> {
+        let mut r = name.with_tag(tag)?;
+        r.digest = Some(digest);
+        Ok(r)
     }
 
     pub fn name(&self) -> &ImageName {
@@ -646,5 +689,83 @@ mod tests {
         assert!(ImageName::new("host_5000_", "a/b").is_err());
         assert!(ImageName::new("docker.io", "a/../b").is_err());
         assert!(ImageName::new("docker.io", "Alpine").is_err());
+    }
+
+    #[test]
+    fn registries_and_repositories_from_parts() {
+        for ok in [
+            "library/alpine",
+            "a",
+            "a/b/c",
+            "my-org/my_repo.x",
+            "a__b",
+            "a--b",
+        ] {
+            ImageName::new("docker.io", ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "", "../x", "a/../b", "a/./b", "a//b", "/a", "a/", "A", "a?b", "a#b", "a b", "a..b",
+            "-a", "a-", "a%2e",
+        ] {
+            assert!(
+                ImageName::new("docker.io", bad).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+        for ok in [
+            "docker.io",
+            "127.0.0.1:5000",
+            "localhost",
+            "reg-1.example.com:443",
+            "host:65535",
+        ] {
+            ImageName::new(ok, "a").unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "",
+            "a/b",
+            "host:",
+            "host:0",
+            "host:99999",
+            "host:65536",
+            "host:x",
+            "user@host",
+            "[::1",
+            "[::1]:5000",
+            "[]:1",
+            "a b",
+        ] {
+            assert!(ImageName::new(bad, "a").is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn constructors_and_hub_names() {
+        let name = ImageName::new("docker.io", "library/alpine").unwrap();
+        let r = Reference::with_tag(name.clone(), "3.20").unwrap();
+        assert_eq!(r.to_string(), "docker.io/library/alpine:3.20");
+        let d = Digest::of(b"x");
+        let r = Reference::with_tag_and_digest(name.clone(), "3.20", d).unwrap();
+        assert_eq!(r.to_string(), format!("docker.io/library/alpine:3.20@{d}"));
+        let r = Reference::with_digest(name.clone(), d);
+        assert_eq!((r.tag(), r.digest()), (None, Some(&d)));
+        for bad in ["", ".x", "-x", "a:b", "a/b", &"x".repeat(129)] {
+            assert!(Reference::with_tag(name.clone(), bad).is_err(), "{bad:?}");
+        }
+        for hub in ["docker.io", "index.docker.io", "registry-1.docker.io"] {
+            assert!(is_docker_hub(hub), "{hub}");
+            assert_eq!(normalize_registry(hub), DOCKER_HUB);
+        }
+        assert!(!is_docker_hub("ghcr.io"));
+        assert_eq!(hub_repository("docker.io", "busybox"), "library/busybox");
+        assert_eq!(
+            hub_repository("index.docker.io", "busybox"),
+            "library/busybox"
+        );
+        assert_eq!(hub_repository("docker.io", "team/app"), "team/app");
+        assert_eq!(hub_repository("ghcr.io", "app"), "app");
+        assert_eq!(normalize_registry("ghcr.io"), "ghcr.io");
+        let err = Reference::parse("host.io:0/app").unwrap_err();
+        assert!(matches!(err, ReferenceError::Registry { .. }), "{err:?}");
     }
 }
