@@ -152,6 +152,8 @@ fn run_rotated(tools: &[Tool], runs: usize) -> Result<Vec<Vec<Sample>>> {
             reset_dir(&tool.out)?;
             let sample = measure((tool.steps)(), &tool.out)
                 .with_context(|| format!("running {}", tool.name))?;
+            // Outputs are as large as the input: keep one at a time on the disk.
+            reset_dir(&tool.out)?;
             eprintln!(
                 "run {}: {}: {:.2} s, {} peak RSS",
                 run + 1,
