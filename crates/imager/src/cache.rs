@@ -391,9 +391,13 @@ pub struct ServeArgs {
         long,
         value_name = "PATH[,PATH...]",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "paths"
     )]
     image_cache_path: Vec<PathBuf>,
+    /// The same as --image-cache-path, given as arguments (`imager cache serve metal-amd64.iso`);
+    /// served after any --image-cache-path.
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
     /// Address to listen on.
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:3172")]
     address: std::net::SocketAddr,
@@ -422,8 +426,9 @@ pub struct ServeArgs {
     access_log: bool,
 }
 
-fn serve(args: ServeArgs) -> Result<()> {
+fn serve(mut args: ServeArgs) -> Result<()> {
     use imager_registryd::{Config, Root, Server, TlsFiles, mirror};
+    args.image_cache_path.append(&mut args.paths);
     let mut roots = Vec::new();
     for path in &args.image_cache_path {
         let input = InputArgs {
