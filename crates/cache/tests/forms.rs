@@ -328,3 +328,32 @@ fn not_a_cache() {
     let err = open(&iso, &ReadOptions::default()).unwrap_err();
     assert!(matches!(err, LayoutError::NoCacheDir { .. }), "{err}");
 }
+
+/// An ISO cut short (a failed download, a full disk) is refused when opened, naming the image,
+/// rather than read as a smaller cache.
+#[test]
+fn a_truncated_iso_is_refused() {
+    let fx = Fixture::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let iso = tmp.path().join("cache.iso");
+    write_iso(&iso, &fx.flat_files());
+    // Cut inside the last file's data (the image may end in padding past it).
+    let whole = open(&iso, &ReadOptions::default()).unwrap();
+    let data_end = whole
+        .entries()
+        .iter()
+        .filter_map(|e| whole.pieces(e))
+        .flat_map(|(_, runs)| runs)
+        .map(|(offset, len)| offset + len)
+        .max()
+        .unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&iso)
+        .unwrap()
+        .set_len(data_end - 1)
+        .unwrap();
+    let err = open(&iso, &ReadOptions::default()).unwrap_err();
+    assert!(matches!(err, LayoutError::Iso { .. }), "{err}");
+    assert!(err.to_string().contains("cache.iso"), "{err}");
+}

@@ -116,40 +116,17 @@ impl IsoSpec {
                 reason: "the runs of a file do not add up to its length",
             });
         }
-        let content = self
-            .placeholders
-            .for_len(len)
-            .map_err(|e| IsoError::Layout(Box::new(e)))?;
-        let key = self.insert(path, Node::file(content))?;
-        self.host_files.insert(
-            key,
-            HostFile {
-                data: Data::Runs {
-                    host: host.to_owned(),
-                    runs,
-                },
-                len,
-            },
-        );
-        Ok(self)
+        let data = Data::Runs {
+            host: host.to_owned(),
+            runs,
+        };
+        self.add_copied(path, data, len)
     }
 
     /// Adds, at `path`, a file of `len` bytes that arrive through the [`Stream`] given to
     /// [`IsoSpec::write_with`] under `key` (one stream read once, e.g. a compressed layer).
     pub fn add_streamed(&mut self, path: &str, len: u64, key: u64) -> Result<&mut Self, IsoError> {
-        let content = self
-            .placeholders
-            .for_len(len)
-            .map_err(|e| IsoError::Layout(Box::new(e)))?;
-        let inner = self.insert(path, Node::file(content))?;
-        self.host_files.insert(
-            inner,
-            HostFile {
-                data: Data::Streamed { key },
-                len,
-            },
-        );
-        Ok(self)
+        self.add_copied(path, Data::Streamed { key }, len)
     }
 
     /// Adds the host file `host` at `path` in the image. The file is read when the image is
@@ -165,22 +142,22 @@ impl IsoSpec {
                 reason: "not a regular file",
             });
         }
-        // hadris sees a placeholder of the same length; the real bytes are copied by `write`.
+        let data = Data::Runs {
+            host: host.to_owned(),
+            runs: vec![(0, meta.len())],
+        };
+        self.add_copied(path, data, meta.len())
+    }
+
+    /// Adds a file whose bytes `write` copies in after the layout: hadris sees a placeholder of
+    /// the same length.
+    fn add_copied(&mut self, path: &str, data: Data, len: u64) -> Result<&mut Self, IsoError> {
         let content = self
             .placeholders
-            .for_len(meta.len())
+            .for_len(len)
             .map_err(|e| IsoError::Layout(Box::new(e)))?;
         let key = self.insert(path, Node::file(content))?;
-        self.host_files.insert(
-            key,
-            HostFile {
-                data: Data::Runs {
-                    host: host.to_owned(),
-                    runs: vec![(0, meta.len())],
-                },
-                len: meta.len(),
-            },
-        );
+        self.host_files.insert(key, HostFile { data, len });
         Ok(self)
     }
 
