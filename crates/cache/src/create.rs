@@ -154,8 +154,6 @@ pub enum CreateError {
     },
     #[error("setting up the registry client")]
     Client(#[source] Box<registry::Error>),
-    #[error("starting the async runtime")]
-    Runtime(#[source] io::Error),
     /// Fetching a top-level manifest (the message names the image and the cause).
     #[error(transparent)]
     Manifest(Box<registry::Error>),
@@ -648,10 +646,22 @@ pub struct Created {
     pub layout_platforms: Vec<Option<String>>,
 }
 
-/// Creates the cache described by `opts`. Validates the output path first (nothing touches the
-/// network if it is taken); on any error the temp directory is removed and `opts.output` is as it
-/// was.
-pub fn create(opts: &CreateOptions) -> Result<Created> {
+/// Creates the cache described by `opts`, on the caller's Tokio runtime. Validates the output path
+/// first (nothing touches the network if it is taken); on any error the temp directory is removed
+/// and `opts.output` is as it was.
+///
+/// Downloads run as tasks of the caller's runtime; the work around them (laying out and hashing
+/// the layer, syncing, renaming) is blocking file I/O, so the whole job runs on the runtime's
+/// blocking pool and drives the downloads from there.
+pub async fn create(opts: &CreateOptions) -> Result<Created> {
+    let handle = tokio::runtime::Handle::current();
+    let opts = opts.clone();
+    tokio::task::spawn_blocking(move || create_blocking(&opts, &handle))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+fn create_blocking(opts: &CreateOptions, runtime: &tokio::runtime::Handle) -> Result<Created> {
     if opts.images.is_empty() {
         return Err(CreateError::NoImages);
     }
@@ -666,10 +676,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
     }
     let blob_progress = client_config.progress.clone();
     let client = Client::new(client_config).map_err(|e| CreateError::Client(Box::new(e)))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(CreateError::Runtime)?;
     let jobs = opts.jobs.max(1);
     let progress = opts.progress.as_deref();
 
@@ -691,7 +697,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
 
     let platforms = layout_platforms(&opts.platforms, &resolved);
     let fetch = Fetch {
-        runtime: &runtime,
+        runtime,
         client: &client,
         plan: &plan,
         layer_cache: opts.layer_cache.as_deref(),
@@ -711,8 +717,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
             (out, outcomes)
         }
     };
-    // Downloads are done; the runtime's threads are not needed for the rest.
-    drop(runtime);
     staging.publish(&result_dir, &opts.output, opts.force)?;
 
     let downloaded: Vec<_> = outcomes.iter().filter(|o| o.downloaded).collect();
@@ -735,7 +739,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created> {
 
 /// What fetching the blobs needs, whatever the output.
 struct Fetch<'a> {
-    runtime: &'a tokio::runtime::Runtime,
+    runtime: &'a tokio::runtime::Handle,
     client: &'a Client,
     plan: &'a Plan<'a>,
     layer_cache: Option<&'a Path>,

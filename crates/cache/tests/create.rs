@@ -12,8 +12,7 @@ use std::fs;
 
 use create_support::*;
 use imager_cache::{
-    Cache, CreateError, InputForm, OutputLayout, Platform, ProblemKind, ReadOptions, create,
-    verify_flat,
+    Cache, CreateError, InputForm, OutputLayout, Platform, ProblemKind, ReadOptions, verify_flat,
 };
 use imager_registry::testing::proxy::Action;
 

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use create_support::*;
 use imager_cache::create::{parse_image_list, parse_images};
-use imager_cache::{CreateError, ReferenceError, create};
+use imager_cache::{CreateError, ReferenceError};
 use imager_registry::testing::proxy::Action;
 use imager_registry::testing::tls::{basic_auth_entry, docker_config, htpasswd, make_pki};
 use imager_registry::testing::{Registry, RegistryOptions, push_image, test_image};

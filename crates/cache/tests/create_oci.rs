@@ -17,7 +17,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use create_support::*;
-use imager_cache::{CreateProgress, InputForm, OutputLayout, Platform, ReadOptions, create};
+use imager_cache::{CreateProgress, InputForm, OutputLayout, Platform, ReadOptions};
 use imager_registry::testing::proxy::Action;
 use imager_registry::{Digest, Progress};
 

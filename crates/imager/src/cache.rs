@@ -200,7 +200,11 @@ fn create(args: CreateArgs) -> Result<()> {
     };
     opts.source_date_epoch = source_date_epoch()?;
     opts.progress = Some(progress.clone());
-    let result = imager_cache::create(&opts);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(imager_cache::create(&opts));
     progress.clear();
     let created = result?;
     let layout = match opts.layout {

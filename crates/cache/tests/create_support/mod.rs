@@ -23,6 +23,17 @@ use imager_registry::{ClientConfig, DockerConfigSource, PlatformSelection};
 
 pub use imager_registry::testing::chain;
 
+/// `imager_cache::create` on a runtime of its own, as the CLI runs it (its error type is the
+/// library's, large or not).
+#[allow(clippy::result_large_err)]
+pub fn create(opts: &CreateOptions) -> Result<imager_cache::Created, imager_cache::CreateError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(imager_cache::create(opts))
+}
+
 #[path = "../common/read.rs"]
 mod read;
 #[allow(unused_imports)]

@@ -138,7 +138,12 @@ pub fn skopeo_gets_what_the_upstream_registry_served(form: Form) {
         retry: fast_retry(),
         ..ClientConfig::default()
     };
-    imager_cache::create(&o).unwrap();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(imager_cache::create(&o))
+        .unwrap();
 
     let s = TestServer::start_roots(vec![form.root(&cache, &w.join("forms"))]);
     for i in images {
