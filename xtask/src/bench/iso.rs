@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
+use imager_oci::media;
 
 use super::{Flags, Step, Tool, markdown_table, noise_file, peak_temp, run_rotated, summarize};
 use crate::util::{self, human_size, workspace_root};
@@ -245,12 +246,8 @@ fn make_oci_forms(cache: &Path, dir: &Path) -> Result<(PathBuf, PathBuf)> {
         .status()
         .context("running gzip")?;
     anyhow::ensure!(status.success(), "gzip failed: {status}");
-    write_layout(&tar_form, &tar, "application/vnd.oci.image.layer.v1.tar")?;
-    write_layout(
-        &gzip_form,
-        &gz,
-        "application/vnd.oci.image.layer.v1.tar+gzip",
-    )?;
+    write_layout(&tar_form, &tar, media::OCI_LAYER_TAR)?;
+    write_layout(&gzip_form, &gz, media::OCI_LAYER_TAR_GZIP)?;
     std::fs::write(&stamp, want)?;
     util::run_quiet(&mut Command::new("sync"))?;
     Ok((tar_form, gzip_form))
@@ -275,15 +272,15 @@ fn write_layout(dir: &Path, layer: &Path, media_type: &str) -> Result<()> {
         "rootfs": {"type": "layers", "diff_ids": []}, "config": {},
     }))?)?;
     let (manifest, manifest_len) = put(serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_len},
+        "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+        "config": {"mediaType": media::OCI_CONFIG, "digest": config, "size": config_len},
         "layers": [{"mediaType": media_type, "digest": format!("sha256:{layer_hex}"), "size": size}],
     }))?)?;
     std::fs::write(
         dir.join("index.json"),
         serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "schemaVersion": 2, "mediaType": media::OCI_INDEX,
+            "manifests": [{"mediaType": media::OCI_MANIFEST,
                 "digest": manifest, "size": manifest_len,
                 "platform": {"architecture": "amd64", "os": "linux"}}],
         }))?,

@@ -25,14 +25,11 @@ use flate2::write::GzEncoder;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+#[allow(unused_imports)]
+pub use imager_oci::media::{
+    DOCKER_CONFIG, DOCKER_LAYER, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST as DOCKER_LIST, OCI_CONFIG,
+    OCI_INDEX, OCI_LAYER_TAR, OCI_LAYER_TAR_GZIP as OCI_LAYER, OCI_MANIFEST,
+};
 
 pub const TOOL_PREFIX: &str = "registry.example.com:5000/team/tool";
 
@@ -420,11 +417,7 @@ pub fn write_wrapped(root: &Path, images: &[(&str, Vec<u8>)]) {
         } else {
             digest(layer)
         };
-        let layer_type = if gzipped {
-            DOCKER_LAYER
-        } else {
-            "application/vnd.oci.image.layer.v1.tar"
-        };
+        let layer_type = if gzipped { DOCKER_LAYER } else { OCI_LAYER_TAR };
         let config = serde_json::to_vec(&json!({
             "architecture": "", "os": "", "created": "2026-01-01T00:00:00Z",
             "rootfs": {"type": "layers", "diff_ids": [diff_id]}, "config": {},

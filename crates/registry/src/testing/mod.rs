@@ -249,10 +249,7 @@ pub fn layer(files: &[(&str, Vec<u8>)]) -> (Blob, String) {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
     gz.write_all(&tar).expect("gzip");
     let gz = gz.finish().expect("gzip");
-    (
-        Blob::new(gz, "application/vnd.oci.image.layer.v1.tar+gzip"),
-        diff_id,
-    )
+    (Blob::new(gz, crate::media::OCI_LAYER_TAR_GZIP), diff_id)
 }
 
 /// A small image for `arch` whose second layer carries `big` bytes of noise (for mid-blob faults).
@@ -292,7 +289,7 @@ pub fn image(arch: &'static str, layers: Vec<(Blob, String)>) -> TestImage {
     });
     let config = Blob::new(
         serde_json::to_vec(&config).expect("json"),
-        "application/vnd.oci.image.config.v1+json",
+        crate::media::OCI_CONFIG,
     );
     let layers: Vec<Blob> = layers.into_iter().map(|(b, _)| b).collect();
     let descriptors: Vec<serde_json::Value> = layers.iter().map(Blob::descriptor).collect();
