@@ -10,7 +10,6 @@ use std::sync::Arc;
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderValue};
-use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
 use crate::client::{Client, Ctx};
@@ -99,7 +98,7 @@ impl Client {
             reason,
         };
         let path = format!("blobs/{digest}");
-        let mut hasher = Sha256::new();
+        let mut hasher = imager_oci::digest::Hasher::default();
         let mut written: u64 = 0;
         let mut backoff = Backoff::new(self.inner.config.retry.clone());
         loop {
@@ -202,7 +201,7 @@ impl Client {
         {
             return Err(size_error(written));
         }
-        let actual = Digest::from_sha256(hasher.finalize().into());
+        let (actual, _) = hasher.finish();
         if actual != *digest {
             return Err(Error::DigestMismatch {
                 image: ctx.image.clone(),
@@ -395,7 +394,7 @@ async fn verified_copy(
         if size.is_some_and(|s| s != len) {
             return Ok(None);
         }
-        let mut hasher = Sha256::new();
+        let mut hasher = imager_oci::digest::Hasher::default();
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = file.read(&mut buf)?;
@@ -404,7 +403,7 @@ async fn verified_copy(
             }
             hasher.update(&buf[..n]);
         }
-        Ok((Digest::from_sha256(hasher.finalize().into()) == digest).then_some(len))
+        Ok((hasher.finish().0 == digest).then_some(len))
     };
     tokio::task::spawn_blocking(check)
         .await
