@@ -6,6 +6,7 @@ pub mod assets;
 pub mod bootcfg;
 pub mod iso;
 pub mod label;
+pub mod version;
 
 pub use assets::{Assets, AssetsError};
 pub use iso::{IsoError, IsoJob, IsoRequest};

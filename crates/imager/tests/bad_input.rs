@@ -1,0 +1,142 @@
+//! Hostile and broken input on the command line (issue 9): each is refused with an error that
+//! names the flag or file and the cause, and nothing is left under the output directory. These
+//! use small stand-in assets (`common::fake_assets`): no QEMU, no boot assets.
+
+// Test code: a panic with its message is how a failure is reported, helpers included.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// `imager iso` with stand-in assets from `dir` into `dir/out`, plus `args`.
+fn iso(dir: &Path, args: &[&OsStr]) -> (Output, PathBuf) {
+    let assets = common::fake_assets(dir);
+    let out = dir.join("out");
+    let mut all: Vec<&OsStr> = vec![
+        "iso".as_ref(),
+        "--assets".as_ref(),
+        assets.as_os_str(),
+        "--output".as_ref(),
+        out.as_os_str(),
+    ];
+    all.extend_from_slice(args);
+    (common::imager(all), out)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts that the run failed, its error contains every one of `needles`, and no file was left
+/// in `outdir`.
+fn assert_refused(out: &Output, outdir: &Path, what: &str, needles: &[&str]) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "{what} was accepted:\n{err}");
+    for needle in needles {
+        assert!(
+            err.contains(needle),
+            "the error for {what} does not say {needle:?}:\n{err}"
+        );
+    }
+    let left = common::files_under(outdir);
+    assert!(left.is_empty(), "{what} left files behind: {left:?}");
+}
+
+// ---- --version ----------------------------------------------------------------------------------
+
+#[test]
+fn a_version_with_a_newline_cannot_add_loader_lines() {
+    let evil = "v1.9.0\nlinux /EFI/evil.efi\noptions init=/bin/sh";
+    let dir = common::scratch();
+    let (out, outdir) = iso(dir.path(), &["--version".as_ref(), evil.as_ref()]);
+    assert_refused(
+        &out,
+        &outdir,
+        "a --version with line breaks",
+        &["--version", "invalid Talos version", r"v1.9.0\nlinux"],
+    );
+}
+
+#[test]
+fn versions_that_are_not_talos_versions_are_refused_naming_the_flag() {
+    let long = format!("v1.9.0-{}", "a".repeat(200));
+    for bad in [
+        "../x",
+        "v1/2",
+        "v1.9.0-é",
+        "1.9.0",
+        "v1.9",
+        "v1.9.0\r",
+        "",
+        long.as_str(),
+    ] {
+        let dir = common::scratch();
+        let (out, outdir) = iso(dir.path(), &["--version".as_ref(), bad.as_ref()]);
+        assert_refused(
+            &out,
+            &outdir,
+            &format!("--version {bad:?}"),
+            &["--version", "invalid Talos version"],
+        );
+        assert!(
+            !stderr(&out).contains("volume identifier"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn upstream_style_versions_are_accepted() {
+    let dir = common::scratch();
+    let (out, outdir) = iso(
+        dir.path(),
+        &["--version".as_ref(), "v1.8.0-rc.1+build.5".as_ref()],
+    );
+    common::assert_success(&out, "imager iso --version v1.8.0-rc.1+build.5");
+    assert!(outdir.join("metal-amd64.iso").is_file());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("label TALOS_V1_8_0_RC_1BUILD_5"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// A label derived from a long version is cut to 32 characters as upstream does, and the user
+/// is told so.
+#[test]
+fn a_long_derived_label_is_cut_and_said_so() {
+    let dir = common::scratch();
+    let version = "v1.10.0-alpha.0-123-gabcdef0123456789";
+    let (out, _) = iso(dir.path(), &["--version".as_ref(), version.as_ref()]);
+    common::assert_success(&out, "imager iso with a long --version");
+    let label = "TALOS_V1_10_0_ALPHA_0_123_GABCDE";
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("label {label})")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("--version") && err.contains("cut to 32") && err.contains(label),
+        "the cut is not reported:\n{err}"
+    );
+}
+
+#[test]
+fn a_bad_extra_kernel_arg_names_the_flag() {
+    let dir = common::scratch();
+    let (out, outdir) = iso(
+        dir.path(),
+        &["--extra-kernel-arg".as_ref(), "a\nDEFAULT evil".as_ref()],
+    );
+    assert_refused(
+        &out,
+        &outdir,
+        "an --extra-kernel-arg with a line break",
+        &["--extra-kernel-arg", r"a\nDEFAULT evil"],
+    );
+}
