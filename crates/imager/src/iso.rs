@@ -54,13 +54,18 @@ pub fn run(args: IsoArgs) -> Result<()> {
     version::check_version(&args.version).context("--version")?;
     let env_assets = std::env::var_os("IMAGER_ASSETS").map(PathBuf::from);
     let dir = assets::locate(args.assets.as_deref(), env_assets.as_deref())?;
-    let assets = Assets::load(&dir, args.kernel.as_deref(), args.initramfs.as_deref())
-        .with_context(|| {
-            format!(
-                "loading the boot assets (assets directory {})",
-                dir.display()
-            )
-        })?;
+    let assets = Assets::load(
+        &dir,
+        args.kernel.as_deref(),
+        args.initramfs.as_deref(),
+        arch,
+    )
+    .with_context(|| {
+        format!(
+            "loading the boot assets (assets directory {})",
+            dir.display()
+        )
+    })?;
     let request = IsoRequest {
         assets,
         image_cache: args.image_cache,

@@ -140,3 +140,76 @@ fn a_bad_extra_kernel_arg_names_the_flag() {
         &["--extra-kernel-arg", r"a\nDEFAULT evil"],
     );
 }
+
+// ---- --kernel and --initramfs -----------------------------------------------------------------
+
+/// A file in `dir` with `bytes`, as a path argument.
+fn input(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn a_kernel_that_cannot_boot_is_refused_naming_it() {
+    let mut bios_only = common::filler("bios-only", 4096);
+    common::stand_in_kernel_head(&mut bios_only);
+    bios_only[..2].copy_from_slice(b"\0\0");
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("empty-kernel", b"", "empty"),
+        (
+            "text-kernel",
+            b"#!/bin/sh\necho I am not a kernel\n",
+            "no x86 boot-protocol header",
+        ),
+        ("bios-only-kernel", &bios_only, "no EFI stub"),
+    ];
+    for (name, bytes, cause) in cases {
+        let dir = common::scratch();
+        let kernel = input(dir.path(), name, bytes);
+        let (out, outdir) = iso(dir.path(), &["--kernel".as_ref(), kernel.as_os_str()]);
+        assert_refused(
+            &out,
+            &outdir,
+            &format!("--kernel {name}"),
+            &[kernel.to_str().unwrap(), "amd64", cause],
+        );
+    }
+}
+
+#[test]
+fn an_initramfs_the_kernel_cannot_unpack_is_refused_naming_it() {
+    let mut xz_crc64 = common::filler("crc64", 1024);
+    xz_crc64[..8].copy_from_slice(b"\xfd7zXZ\0\0\x04");
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("empty-initramfs", b"", "empty"),
+        (
+            "text-initramfs",
+            b"this is not an initramfs\n",
+            "expected a newc cpio archive",
+        ),
+        ("crc64-initramfs", &xz_crc64, "CRC64"),
+    ];
+    for (name, bytes, cause) in cases {
+        let dir = common::scratch();
+        let initramfs = input(dir.path(), name, bytes);
+        let (out, outdir) = iso(dir.path(), &["--initramfs".as_ref(), initramfs.as_os_str()]);
+        assert_refused(
+            &out,
+            &outdir,
+            &format!("--initramfs {name}"),
+            &[initramfs.to_str().unwrap(), cause],
+        );
+    }
+}
+
+#[test]
+fn an_uncompressed_cpio_initramfs_is_taken() {
+    let dir = common::scratch();
+    let mut cpio = b"070701".to_vec();
+    cpio.extend(common::filler("cpio", 2048));
+    let initramfs = input(dir.path(), "initramfs.cpio", &cpio);
+    let (out, outdir) = iso(dir.path(), &["--initramfs".as_ref(), initramfs.as_os_str()]);
+    common::assert_success(&out, "imager iso --initramfs initramfs.cpio");
+    assert!(outdir.join("metal-amd64.iso").is_file());
+}
