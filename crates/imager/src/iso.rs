@@ -41,7 +41,7 @@ pub struct IsoArgs {
     /// /usr/share/imager/assets, else the source tree's _assets/].
     #[arg(long, value_name = "DIR")]
     assets: Option<PathBuf>,
-    /// Where metal-<arch>.iso is written.
+    /// Directory metal-<arch>.iso is written into (created if missing).
     #[arg(long, value_name = "DIR", default_value = "_out")]
     output: PathBuf,
     /// Target architecture.
@@ -87,6 +87,7 @@ pub fn run(args: IsoArgs) -> Result<()> {
                 what: "kernel argument",
                 ..
             }) => "--extra-kernel-arg",
+            IsoError::OutputNotDir { .. } | IsoError::OutputDir { .. } => "--output",
             _ => "preparing the ISO",
         };
         anyhow::Error::new(err).context(context)

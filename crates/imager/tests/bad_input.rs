@@ -213,3 +213,78 @@ fn an_uncompressed_cpio_initramfs_is_taken() {
     common::assert_success(&out, "imager iso --initramfs initramfs.cpio");
     assert!(outdir.join("metal-amd64.iso").is_file());
 }
+
+// ---- cache list, --output -----------------------------------------------------------------------
+
+/// Copies the demo cache into `dest` (a flat tree).
+fn copy_demo_cache(dest: &Path) {
+    let src = common::demo_cache();
+    for entry in walkdir::WalkDir::new(&src) {
+        let entry = entry.unwrap();
+        let target = dest.join(entry.path().strip_prefix(&src).unwrap());
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn cache_list_escapes_names_that_would_split_a_row() {
+    let dir = common::scratch();
+    let cache = dir.path().join("cache");
+    copy_demo_cache(&cache);
+    let tags = cache.join("manifests/docker.io/library/busybox/reference");
+    std::fs::copy(tags.join("latest"), tags.join("evil\nfake:row")).unwrap();
+    std::fs::copy(tags.join("latest"), tags.join("red\u{1b}[31m")).unwrap();
+
+    let out = common::imager(["cache".as_ref(), "list".as_ref(), cache.as_os_str()]);
+    common::assert_success(&out, "imager cache list");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    // The header, the demo cache's two tags and the two added ones: one line each.
+    assert_eq!(rows.len(), 5, "{text}");
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with(r"docker.io/library/busybox:evil\nfake:row ")),
+        "{text}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with(r"docker.io/library/busybox:red\u{1b}[31m ")),
+        "{text}"
+    );
+    assert!(!text.contains('\u{1b}'), "{text}");
+    // Plain names are shown as they are.
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("docker.io/library/busybox:latest ")),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_output_that_is_a_file_is_named_with_the_flag() {
+    let dir = common::scratch();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"a regular file").unwrap();
+    let assets = common::fake_assets(dir.path());
+    let out = common::imager([
+        "iso".as_ref(),
+        "--assets".as_ref(),
+        assets.as_os_str(),
+        "--output".as_ref(),
+        file.as_os_str(),
+    ]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "a file as --output was accepted");
+    for needle in ["--output", file.to_str().unwrap(), "is not a directory"] {
+        assert!(
+            err.contains(needle),
+            "the error does not say {needle:?}:\n{err}"
+        );
+    }
+    assert!(!err.contains("os error 17"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"a regular file");
+}

@@ -72,6 +72,8 @@ pub enum IsoError {
         #[source]
         source: Box<imager_cache::LayoutError>,
     },
+    #[error("{path} is not a directory (the image is written into it as metal-<arch>.iso)")]
+    OutputNotDir { path: PathBuf },
     #[error("output directory {path}")]
     OutputDir {
         path: PathBuf,
@@ -140,6 +142,11 @@ impl IsoJob {
         label::check_label(&label)?;
         let cmdline = bootcfg::kernel_cmdline(&req.extra_kernel_args)?;
 
+        if req.output_dir.exists() && !req.output_dir.is_dir() {
+            return Err(IsoError::OutputNotDir {
+                path: req.output_dir.clone(),
+            });
+        }
         std::fs::create_dir_all(&req.output_dir).map_err(|source| IsoError::OutputDir {
             path: req.output_dir.clone(),
             source,
