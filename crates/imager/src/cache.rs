@@ -158,13 +158,26 @@ fn list(args: &InputArgs) -> Result<()> {
     for image in &images {
         println!(
             "{:<60} {:<73} {:<24} {:>12}",
-            image.reference,
+            escaped(&image.reference),
             image.digest.to_string(),
-            image.platforms.join(","),
+            escaped(&image.platforms.join(",")),
             image.size
         );
     }
     Ok(())
+}
+
+/// `text` as Rust escapes it in a string literal (`\n`, `\u{1b}`, `\\`) when it holds a
+/// character a terminal would not show as itself (a control character, a line or paragraph
+/// separator, an unassigned or invisible one) or a backslash; otherwise as it is. Names in a
+/// cache come from files anyone can write: one row per image, whatever the names hold.
+fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |c: char| c == '"' || c == '\'' || (c != '\\' && c.escape_debug().len() == 1);
+    if text.chars().all(plain) {
+        text.into()
+    } else {
+        text.escape_debug().to_string().into()
+    }
 }
 
 fn create(args: CreateArgs) -> Result<()> {
@@ -520,5 +533,32 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escaped;
+
+    #[test]
+    fn names_are_escaped_only_when_needed() {
+        for plain in [
+            "docker.io/library/alpine:3.20",
+            "x/y:\"quoted\"",
+            "ghcr.io/é:ü",
+        ] {
+            assert_eq!(escaped(plain), plain);
+        }
+        for (raw, shown) in [
+            ("r/a:evil\nrow", r"r/a:evil\nrow"),
+            ("r/a:t\r\t", r"r/a:t\r\t"),
+            ("r/a:\u{1b}[31mred", r"r/a:\u{1b}[31mred"),
+            ("r/a:back\\slash\n", r"r/a:back\\slash\n"),
+            ("r/a:back\\slash", r"r/a:back\\slash"),
+            ("r/a:line\u{2028}sep", r"r/a:line\u{2028}sep"),
+        ] {
+            assert_eq!(escaped(raw), shown);
+            assert!(!escaped(raw).contains(['\n', '\r']));
+        }
     }
 }

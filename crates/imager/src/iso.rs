@@ -6,7 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use imager_media::assets::{self, Assets};
-use imager_media::iso::{Arch, IsoJob, IsoRequest};
+use imager_media::bootcfg::BootCfgError;
+use imager_media::iso::{Arch, IsoError, IsoJob, IsoRequest};
+use imager_media::{label, version};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, Args)]
@@ -24,7 +26,9 @@ pub struct IsoArgs {
     /// Registry/repository for images an OCI layout names by a bare tag (e.g. registry.example.com/team/app).
     #[arg(long, value_name = "REPO")]
     image_cache_ref_prefix: Option<String>,
-    /// Talos version the medium is for; names the volume (v1.9.0 -> TALOS_V1_9_0).
+    /// Talos version the medium is for, as upstream writes it: vMAJOR.MINOR.PATCH with an
+    /// optional -PRERELEASE and +BUILD (v1.9.0, v1.7.6-beta.0); names the volume (v1.9.0 ->
+    /// TALOS_V1_9_0, cut to 32 characters as upstream does).
     #[arg(long, default_value = "v1.9.0")]
     version: String,
     /// Volume label instead of the one derived from --version (must start with TALOS_).
@@ -37,7 +41,7 @@ pub struct IsoArgs {
     /// /usr/share/imager/assets, else the source tree's _assets/].
     #[arg(long, value_name = "DIR")]
     assets: Option<PathBuf>,
-    /// Where metal-<arch>.iso is written.
+    /// Directory metal-<arch>.iso is written into (created if missing).
     #[arg(long, value_name = "DIR", default_value = "_out")]
     output: PathBuf,
     /// Target architecture.
@@ -47,15 +51,21 @@ pub struct IsoArgs {
 
 pub fn run(args: IsoArgs) -> Result<()> {
     let arch = Arch::parse(&args.arch)?;
+    version::check_version(&args.version).context("--version")?;
     let env_assets = std::env::var_os("IMAGER_ASSETS").map(PathBuf::from);
     let dir = assets::locate(args.assets.as_deref(), env_assets.as_deref())?;
-    let assets = Assets::load(&dir, args.kernel.as_deref(), args.initramfs.as_deref())
-        .with_context(|| {
-            format!(
-                "loading the boot assets (assets directory {})",
-                dir.display()
-            )
-        })?;
+    let assets = Assets::load(
+        &dir,
+        args.kernel.as_deref(),
+        args.initramfs.as_deref(),
+        arch,
+    )
+    .with_context(|| {
+        format!(
+            "loading the boot assets (assets directory {})",
+            dir.display()
+        )
+    })?;
     let request = IsoRequest {
         assets,
         image_cache: args.image_cache,
@@ -68,7 +78,29 @@ pub fn run(args: IsoArgs) -> Result<()> {
         unix_time: build_time()?,
     };
 
-    let job = IsoJob::prepare(&request).context("preparing the ISO")?;
+    let job = IsoJob::prepare(&request).map_err(|err| {
+        // Name the flag an error is about; anything else is about preparing the image.
+        let context = match &err {
+            IsoError::Version(_) => "--version",
+            IsoError::Label(_) => "--label",
+            IsoError::BootCfg(BootCfgError::Refused {
+                what: "kernel argument",
+                ..
+            }) => "--extra-kernel-arg",
+            IsoError::OutputNotDir { .. } | IsoError::OutputDir { .. } => "--output",
+            _ => "preparing the ISO",
+        };
+        anyhow::Error::new(err).context(context)
+    })?;
+    if request.label.is_none() && label::label_is_cut(&request.version) {
+        eprintln!(
+            "imager: note: the label derived from --version {} is cut to {} characters, as \
+             upstream does: {}",
+            request.version,
+            label::MAX_LABEL_LEN,
+            job.label()
+        );
+    }
     let bar = ProgressBar::new(job.size()).with_style(
         ProgressStyle::with_template(
             "{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",

@@ -1,7 +1,11 @@
 //! The assets directory: the kernel, the initramfs and the boot-loader files that `cargo xtask
 //! assets` unpacks from Debian packages (layout in docs/architecture.md, sources in docs/assets.md).
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
+
+use crate::formats::{self, InitramfsFormatError, KernelFormatError};
+use crate::iso::Arch;
 
 /// The container image's assets (see the Dockerfile).
 pub const SYSTEM_ASSETS: &str = "/usr/share/imager/assets";
@@ -30,9 +34,24 @@ pub enum AssetsError {
     },
     #[error("{what} {path} is not a regular file")]
     NotAFile { what: &'static str, path: PathBuf },
+    #[error("kernel {path} is not a Linux kernel an {arch} machine boots")]
+    BadKernel {
+        path: PathBuf,
+        arch: &'static str,
+        #[source]
+        source: KernelFormatError,
+    },
+    #[error("initramfs {path} is not one the kernel unpacks")]
+    BadInitramfs {
+        path: PathBuf,
+        #[source]
+        source: InitramfsFormatError,
+    },
 }
 
-/// The files one medium is made from. Each path has been checked to be a readable regular file.
+/// The files one medium is made from. Each path has been checked to be a readable regular file;
+/// the kernel to be one the architecture boots and the initramfs to be in a format the kernel
+/// unpacks ([`crate::formats`]).
 #[derive(Debug, Clone)]
 pub struct Assets {
     pub kernel: PathBuf,
@@ -72,12 +91,13 @@ fn source_tree_assets() -> PathBuf {
 }
 
 impl Assets {
-    /// The assets in `dir`, with the kernel and initramfs replaced by `kernel` and `initramfs`
-    /// when given.
+    /// The assets in `dir` for `arch`, with the kernel and initramfs replaced by `kernel` and
+    /// `initramfs` when given.
     pub fn load(
         dir: &Path,
         kernel: Option<&Path>,
         initramfs: Option<&Path>,
+        arch: Arch,
     ) -> Result<Self, AssetsError> {
         let pick =
             |given: Option<&Path>, name: &str| given.map_or_else(|| dir.join(name), Path::to_owned);
@@ -99,8 +119,39 @@ impl Assets {
         ] {
             check_file(what, path)?;
         }
+        let kernel_head = read_head("kernel", &assets.kernel)?;
+        let kernel_ok = match arch {
+            Arch::Amd64 => formats::check_amd64_kernel(&kernel_head),
+        };
+        kernel_ok.map_err(|source| AssetsError::BadKernel {
+            path: assets.kernel.clone(),
+            arch: arch.name(),
+            source,
+        })?;
+        formats::initramfs_format(&read_head("initramfs", &assets.initramfs)?).map_err(
+            |source| AssetsError::BadInitramfs {
+                path: assets.initramfs.clone(),
+                source,
+            },
+        )?;
         Ok(assets)
     }
+}
+
+/// The first [`formats::HEAD_LEN`] bytes of `path` (fewer if it is shorter).
+fn read_head(what: &'static str, path: &Path) -> Result<Vec<u8>, AssetsError> {
+    let missing = |source| AssetsError::Missing {
+        what,
+        path: path.to_owned(),
+        source,
+    };
+    let mut head = Vec::with_capacity(formats::HEAD_LEN);
+    std::fs::File::open(path)
+        .map_err(missing)?
+        .take(formats::HEAD_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(missing)?;
+    Ok(head)
 }
 
 fn check_file(what: &'static str, path: &Path) -> Result<(), AssetsError> {

@@ -23,8 +23,9 @@ use imager_iso::{BiosBoot, IsoSpec, Progress};
 use tempfile::{NamedTempFile, TempPath};
 
 use crate::assets::Assets;
-use crate::bootcfg::{self, BootFiles, CmdlineError};
+use crate::bootcfg::{self, BootCfgError, BootFiles};
 use crate::label::{self, LabelError};
+use crate::version::{self, VersionError};
 
 /// Only the MBR boot code fits before the boot-image address at byte 432.
 const MBR_CODE_LEN: usize = 432;
@@ -57,9 +58,11 @@ pub enum IsoError {
     )]
     Arch(String),
     #[error(transparent)]
+    Version(#[from] VersionError),
+    #[error(transparent)]
     Label(#[from] LabelError),
     #[error(transparent)]
-    Cmdline(#[from] CmdlineError),
+    BootCfg(#[from] BootCfgError),
     #[error("image cache {path}: {reason}")]
     Cache { path: PathBuf, reason: String },
     /// The cache reader's errors name the input themselves.
@@ -69,6 +72,8 @@ pub enum IsoError {
         #[source]
         source: Box<imager_cache::LayoutError>,
     },
+    #[error("{path} is not a directory (the image is written into it as metal-<arch>.iso)")]
+    OutputNotDir { path: PathBuf },
     #[error("output directory {path}")]
     OutputDir {
         path: PathBuf,
@@ -102,7 +107,7 @@ pub struct IsoRequest {
     pub image_cache: Option<PathBuf>,
     /// Registry and repository for images an OCI layout names by a bare tag.
     pub image_cache_ref_prefix: Option<String>,
-    /// Talos version, e.g. `v1.9.0`: names the volume.
+    /// Talos version, e.g. `v1.9.0` (see [`crate::version`]): names the volume.
     pub version: String,
     /// Overrides the label derived from the version.
     pub label: Option<String>,
@@ -129,6 +134,7 @@ pub struct IsoJob {
 
 impl IsoJob {
     pub fn prepare(req: &IsoRequest) -> Result<Self, IsoError> {
+        version::check_version(&req.version)?;
         let label = match &req.label {
             Some(label) => label.clone(),
             None => label::label_for_version(&req.version),
@@ -136,6 +142,11 @@ impl IsoJob {
         label::check_label(&label)?;
         let cmdline = bootcfg::kernel_cmdline(&req.extra_kernel_args)?;
 
+        if req.output_dir.exists() && !req.output_dir.is_dir() {
+            return Err(IsoError::OutputNotDir {
+                path: req.output_dir.clone(),
+            });
+        }
         std::fs::create_dir_all(&req.output_dir).map_err(|source| IsoError::OutputDir {
             path: req.output_dir.clone(),
             source,
@@ -193,7 +204,7 @@ impl IsoJob {
                     &format!("Talos {} (imager)", req.version),
                     uefi_files,
                     &cmdline,
-                ),
+                )?,
             )?
             .add_file("talos/vmlinuz", &req.assets.kernel)?
             .add_file("talos/initramfs.xz", &req.assets.initramfs)?;
@@ -218,7 +229,7 @@ impl IsoJob {
             .add_file("isolinux/ldlinux.c32", &req.assets.ldlinux)?
             .add_bytes(
                 "isolinux/isolinux.cfg",
-                bootcfg::isolinux_cfg(bios_files, &cmdline),
+                bootcfg::isolinux_cfg(bios_files, &cmdline)?,
             )?;
         if let Some(cache) = &cache {
             add_cache(&mut spec, cache)?;

@@ -4,9 +4,25 @@
 /// The prefix every label must have for a node to find the volume.
 pub const LABEL_PREFIX: &str = "TALOS_";
 
+/// The longest volume identifier ISO 9660 stores.
+pub const MAX_LABEL_LEN: usize = 32;
+
 /// `"Talos-" + version`, upper-cased, `-`, `.`, `_` mapped to `_`, other characters dropped,
-/// truncated to 32: `v1.9.0` -> `TALOS_V1_9_0`.
+/// truncated to 32 as upstream does (the `TALOS_` prefix nodes look for survives):
+/// `v1.9.0` -> `TALOS_V1_9_0`. [`label_is_cut`] tells when the cut drops something.
 pub fn label_for_version(version: &str) -> String {
+    let mut label = mapped(version);
+    label.truncate(MAX_LABEL_LEN);
+    label
+}
+
+/// Whether [`label_for_version`] had to cut the label to 32 characters.
+pub fn label_is_cut(version: &str) -> bool {
+    mapped(version).len() > MAX_LABEL_LEN
+}
+
+/// The upstream mapping before the cut (ASCII only, so bytes are characters).
+fn mapped(version: &str) -> String {
     format!("Talos-{version}")
         .chars()
         .filter_map(|c| match c {
@@ -14,7 +30,6 @@ pub fn label_for_version(version: &str) -> String {
             '-' | '.' | '_' => Some('_'),
             _ => None,
         })
-        .take(32)
         .collect()
 }
 
@@ -38,7 +53,7 @@ pub fn check_label(label: &str) -> Result<(), LabelError> {
         label: label.to_owned(),
         reason,
     };
-    if label.len() > 32 {
+    if label.len() > MAX_LABEL_LEN {
         return Err(err("longer than 32 characters"));
     }
     if !label
@@ -72,6 +87,11 @@ mod tests {
         let long = label_for_version("v1.10.0-alpha.0-123-gabcdef0123456789");
         assert_eq!(long.len(), 32);
         assert!(long.starts_with("TALOS_V1_10_0_ALPHA_0_123_GABCDE"));
+        assert!(label_is_cut("v1.10.0-alpha.0-123-gabcdef0123456789"));
+        assert!(!label_is_cut("v1.9.0"));
+        // Exactly 32: nothing dropped.
+        assert!(!label_is_cut("v1.10.0-alpha.0-123-gabcde"));
+        assert_eq!(label_for_version("v1.10.0-alpha.0-123-gabcde").len(), 32);
     }
 
     #[test]

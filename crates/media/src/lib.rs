@@ -4,8 +4,10 @@
 
 pub mod assets;
 pub mod bootcfg;
+pub mod formats;
 pub mod iso;
 pub mod label;
+pub mod version;
 
 pub use assets::{Assets, AssetsError};
 pub use iso::{IsoError, IsoJob, IsoRequest};

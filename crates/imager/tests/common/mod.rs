@@ -104,9 +104,28 @@ pub fn fake_assets(dir: &Path) -> PathBuf {
         let path = assets.join(name);
         std::fs::create_dir_all(path.parent().expect("asset path has a parent"))
             .expect("create the assets directory");
-        std::fs::write(&path, filler(name, len)).expect("write a stand-in asset");
+        let mut bytes = filler(name, len);
+        match name {
+            "vmlinuz" => stand_in_kernel_head(&mut bytes),
+            // An xz stream header with a CRC32 check, what the kernel's decoder takes.
+            "initramfs.xz" => bytes[..8].copy_from_slice(b"\xfd7zXZ\0\0\x01"),
+            _ => {}
+        }
+        std::fs::write(&path, bytes).expect("write a stand-in asset");
     }
     assets
+}
+
+/// Makes `kernel` start like an x86-64 bzImage with an EFI stub: what `imager iso` checks before
+/// it takes a kernel ("MZ" pointing at a PE header for machine 0x8664, boot flag 0xAA55 at 0x1FE,
+/// "HdrS" at 0x202).
+pub fn stand_in_kernel_head(kernel: &mut [u8]) {
+    kernel[..2].copy_from_slice(b"MZ");
+    kernel[0x3C..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+    kernel[0x40..0x44].copy_from_slice(b"PE\0\0");
+    kernel[0x44..0x46].copy_from_slice(&0x8664u16.to_le_bytes());
+    kernel[0x1FE..0x200].copy_from_slice(&[0x55, 0xAA]);
+    kernel[0x202..0x206].copy_from_slice(b"HdrS");
 }
 
 /// The real assets directory (`$IMAGER_ASSETS`, else `<repo>/_assets`); panics, with what to do,
