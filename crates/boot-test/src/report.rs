@@ -3,7 +3,7 @@
 //! ```text
 //! imager-node-init: start
 //! imager-node-init: cmdline <the whole /proc/cmdline>
-//! imager-node-init: volume <LABEL> on <device> (<iso9660|vfat>)
+//! imager-node-init: volume <LABEL> on <device> (<iso9660|vfat|ext4>)
 //! imager-node-init: file <path under imagecache/> <size in bytes> <sha256 hex>
 //! imager-node-init: cache files=<N> bytes=<total>
 //! imager-node-init: done
@@ -24,7 +24,7 @@ pub struct Volume {
     pub label: String,
     /// The block device it was on, e.g. `/dev/sr0` or `/dev/sda`.
     pub device: String,
-    /// `iso9660` or `vfat`.
+    /// `iso9660`, `vfat`, or `ext4` (the `IMAGECACHE` partition).
     pub fs_type: String,
 }
 

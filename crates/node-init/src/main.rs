@@ -1,4 +1,5 @@
-//! PID 1 of the test node: finds the TALOS_ volume and reports its image cache on the serial console.
+//! PID 1 of the test node: finds the cache volume (an `IMAGECACHE` partition or a `TALOS_` medium)
+//! and reports its image cache on the serial console.
 //!
 //! The lines it prints are the protocol in `docs/architecture.md`; the boot tests read them. Every
 //! path ends in a power-off, so a test either sees `done` or an `error` line, never a hang.
@@ -61,7 +62,11 @@ fn run() -> Result<()> {
     );
     mount::volume(&device, found.volume.fs)?;
 
-    let totals = report::walk_cache(Path::new(mount::MEDIA), |f| {
+    let root = match found.cache_root() {
+        Some(probe::CacheRoot::Partition) => report::Root::Partition,
+        _ => report::Root::Medium,
+    };
+    let totals = report::walk_cache(Path::new(mount::MEDIA), root, |f| {
         say!("{}", report::file_line(f));
     })?;
     say!("{}", report::cache_line(&totals));

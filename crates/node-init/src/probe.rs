@@ -1,10 +1,11 @@
-//! Recognizing a volume and its label from the first bytes of a block device. Pure: the caller
-//! reads the bytes (see `scan`).
+//! Recognizing a volume and its label from the first bytes of a block device, and choosing the one
+//! that holds the cache. Pure: the caller reads the bytes and the partition name (see `scan`).
 
 use std::fmt;
 
 /// Bytes to read from the start of a device: up to the end of the ISO 9660 primary volume
-/// descriptor (sector 16 of 2 KiB). The FAT boot sector is the first 512 of them.
+/// descriptor (sector 16 of 2 KiB). The FAT boot sector is the first 512 of them, the ext4
+/// superblock bytes 1024..2048.
 pub const PROBE_LEN: usize = ISO_PVD_OFFSET + ISO_SECTOR;
 
 const ISO_PVD_OFFSET: usize = 16 * ISO_SECTOR;
@@ -13,6 +14,15 @@ const ISO_SECTOR: usize = 2048;
 /// The label prefix of a Talos image-cache volume.
 pub const TALOS_PREFIX: &str = "TALOS_";
 
+/// The GPT partition name of the disk volume holding the cache at its root (`imager metal`'s
+/// last partition, and where a Talos node keeps its copy).
+pub const IMAGECACHE_PARTITION: &str = "IMAGECACHE";
+
+/// The ext4 superblock: 1024 bytes into the volume; magic 0xEF53 at byte 56 of it, the volume
+/// name (16 bytes, NUL-padded) at byte 120.
+const EXT4_SUPERBLOCK: usize = 1024;
+const EXT4_MAGIC: [u8; 2] = [0x53, 0xEF];
+
 /// A filesystem the node can take the cache from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FsType {
@@ -20,6 +30,7 @@ pub enum FsType {
     // ESP, and the ISO is the volume holding the cache.
     Iso9660,
     Vfat,
+    Ext4,
 }
 
 impl FsType {
@@ -28,6 +39,7 @@ impl FsType {
         match self {
             FsType::Iso9660 => "iso9660",
             FsType::Vfat => "vfat",
+            FsType::Ext4 => "ext4",
         }
     }
 }
@@ -51,13 +63,19 @@ impl Volume {
     }
 }
 
-/// Identifies an ISO 9660 or FAT filesystem from the device's first bytes (`head`, up to
+/// Identifies an ISO 9660, ext4 or FAT filesystem from the device's first bytes (`head`, up to
 /// [`PROBE_LEN`]; shorter for tiny devices). ISO 9660 is tried first: a hybrid image starts with an
 /// MBR whose 0x55AA could otherwise pass for a FAT boot sector.
 pub fn identify(head: &[u8]) -> Option<Volume> {
     if let Some(label) = iso9660_label(head) {
         return Some(Volume {
             fs: FsType::Iso9660,
+            label,
+        });
+    }
+    if let Some(label) = ext4_label(head) {
+        return Some(Volume {
+            fs: FsType::Ext4,
             label,
         });
     }
@@ -75,6 +93,16 @@ fn iso9660_label(head: &[u8]) -> Option<String> {
         return None;
     }
     Some(label_text(&pvd[40..72]))
+}
+
+/// The volume name of an ext2/3/4 superblock (the magic is shared; the kernel's ext4 driver
+/// mounts all three).
+fn ext4_label(head: &[u8]) -> Option<String> {
+    let sb = head.get(EXT4_SUPERBLOCK..EXT4_SUPERBLOCK + 1024)?;
+    if sb[56..58] != EXT4_MAGIC {
+        return None;
+    }
+    Some(label_text(&sb[120..136]))
 }
 
 /// The label of a FAT12/16/32 boot sector.
@@ -125,22 +153,49 @@ fn label_text(raw: &[u8]) -> String {
 pub struct Candidate {
     /// The name under `/dev` (and `/sys/class/block`), e.g. `sr0`, `sda`, `sda1`.
     pub device: String,
+    /// The GPT partition name the kernel read (`PARTNAME` in the device's uevent), if any.
+    pub partname: Option<String>,
     pub volume: Volume,
 }
 
-/// The cache volume among `candidates`: labels starting with `TALOS_` only, ISO 9660 before FAT,
-/// then by device name, so the same set of devices always gives the same answer.
+/// Where on a volume the cache tree starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CacheRoot {
+    /// The `IMAGECACHE` partition: the tree is the filesystem's root.
+    Partition,
+    /// A `TALOS_` medium: the tree is under `imagecache/`.
+    Medium,
+}
+
+impl Candidate {
+    /// Whether this volume holds a cache, and where. A `TALOS_` label on iso9660 or vfat (the
+    /// medium), or an ext4 partition named `IMAGECACHE` — Talos' two rules; a `TALOS_` ext4
+    /// volume or an `IMAGECACHE` partition holding FAT is neither.
+    pub fn cache_root(&self) -> Option<CacheRoot> {
+        match self.volume.fs {
+            FsType::Ext4 => (self.partname.as_deref() == Some(IMAGECACHE_PARTITION))
+                .then_some(CacheRoot::Partition),
+            FsType::Iso9660 | FsType::Vfat => self.volume.is_talos().then_some(CacheRoot::Medium),
+        }
+    }
+}
+
+/// The cache volume among `candidates`: the `IMAGECACHE` partition first (a Talos node serves the
+/// disk copy before the medium), then `TALOS_` media with ISO 9660 before FAT, then by device
+/// name, so the same set of devices always gives the same answer.
 pub fn choose(candidates: &[Candidate]) -> Option<&Candidate> {
     candidates
         .iter()
-        .filter(|c| c.volume.is_talos())
-        .min_by(|a, b| {
-            (a.volume.fs, &a.device, &a.volume.label).cmp(&(
+        .filter_map(|c| c.cache_root().map(|root| (root, c)))
+        .min_by(|(ra, a), (rb, b)| {
+            (ra, a.volume.fs, &a.device, &a.volume.label).cmp(&(
+                rb,
                 b.volume.fs,
                 &b.device,
                 &b.volume.label,
             ))
         })
+        .map(|(_, c)| c)
 }
 
 #[cfg(test)]
@@ -231,10 +286,58 @@ mod tests {
         assert_eq!(identify(&[0u8; 100]), None);
     }
 
+    fn ext4(label: &str) -> Vec<u8> {
+        let mut head = vec![0u8; PROBE_LEN];
+        let sb = &mut head[EXT4_SUPERBLOCK..];
+        sb[56..58].copy_from_slice(&EXT4_MAGIC);
+        sb[120..120 + label.len()].copy_from_slice(label.as_bytes());
+        head
+    }
+
     #[test]
-    fn choice_prefers_iso_then_device_name() {
+    fn ext4_label_is_read() {
+        let v = identify(&ext4("IMAGECACHE")).unwrap();
+        assert_eq!((v.fs, v.label.as_str()), (FsType::Ext4, "IMAGECACHE"));
+        let mut bad = ext4("IMAGECACHE");
+        bad[EXT4_SUPERBLOCK + 56] = 0;
+        assert_eq!(identify(&bad), None);
+        assert_eq!(identify(&ext4("IMAGECACHE")[..EXT4_SUPERBLOCK + 1023]), None);
+    }
+
+    #[test]
+    fn imagecache_partition_needs_its_name_and_ext4() {
+        let c = |partname: Option<&str>, fs, label: &str| Candidate {
+            device: "vda5".into(),
+            partname: partname.map(Into::into),
+            volume: Volume {
+                fs,
+                label: label.into(),
+            },
+        };
+        let root = |p, fs, l| c(p, fs, l).cache_root();
+        assert_eq!(
+            root(Some("IMAGECACHE"), FsType::Ext4, "IMAGECACHE"),
+            Some(CacheRoot::Partition)
+        );
+        // The partition name decides, not the filesystem label.
+        assert_eq!(
+            root(Some("IMAGECACHE"), FsType::Ext4, "OTHER"),
+            Some(CacheRoot::Partition)
+        );
+        assert_eq!(root(Some("BOOT"), FsType::Ext4, "IMAGECACHE"), None);
+        assert_eq!(root(None, FsType::Ext4, "TALOS_V1_9_0"), None);
+        assert_eq!(root(Some("IMAGECACHE"), FsType::Vfat, "IMAGECACHE"), None);
+        assert_eq!(
+            root(Some("EFI"), FsType::Vfat, "TALOS_V1_9_0"),
+            Some(CacheRoot::Medium)
+        );
+    }
+
+    #[test]
+    fn choice_prefers_the_partition_then_iso_then_device_name() {
         let c = |device: &str, fs, label: &str| Candidate {
             device: device.into(),
+            partname: None,
             volume: Volume {
                 fs,
                 label: label.into(),
@@ -249,5 +352,10 @@ mod tests {
         assert_eq!(choose(&all).unwrap().device, "sda");
         assert_eq!(choose(&all[..2]).unwrap().device, "sda1");
         assert_eq!(choose(&all[1..2]), None);
+
+        let mut disk = c("vdb5", FsType::Ext4, "IMAGECACHE");
+        disk.partname = Some(IMAGECACHE_PARTITION.into());
+        let with_disk = [all[3].clone(), disk.clone()];
+        assert_eq!(choose(&with_disk).unwrap().device, "vdb5");
     }
 }

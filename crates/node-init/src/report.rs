@@ -7,8 +7,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-/// The cache's folder on the volume (Talos' convention).
+/// The cache's folder on a `TALOS_` medium (Talos' convention).
 pub const CACHE_DIR: &str = "imagecache";
+
+/// What mke2fs (and our ext4 writer) put at an ext4 root for fsck; not part of the cache.
+const LOST_FOUND: &str = "lost+found";
+
+/// Where the cache tree starts on the mounted volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Root {
+    /// `imagecache/` of a `TALOS_` medium.
+    Medium,
+    /// The root of the `IMAGECACHE` partition, less its `lost+found`.
+    Partition,
+}
 
 /// Read size for hashing: large enough that the medium, not syscalls, sets the pace.
 const HASH_BUF: usize = 1 << 20;
@@ -16,7 +28,7 @@ const HASH_BUF: usize = 1 << 20;
 /// One regular file of the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheFile {
-    /// Relative to `imagecache/`, `/`-separated.
+    /// Relative to the cache root (`imagecache/` on a medium), `/`-separated.
     pub path: String,
     pub size: u64,
     pub sha256: [u8; 32],
@@ -46,34 +58,50 @@ pub fn cache_line(t: &Totals) -> String {
     format!("cache files={} bytes={}", t.files, t.bytes)
 }
 
-/// Walks `<volume_root>/imagecache` depth-first with each directory's entries in byte order,
-/// hands every regular file to `each` as soon as it is hashed, and returns the totals. Anything
-/// that is neither a directory nor a regular file (a symlink, a device) is an error: the cache is
-/// plain files, and skipping something would make a bad medium look good.
-pub fn walk_cache(volume_root: &Path, mut each: impl FnMut(&CacheFile)) -> Result<Totals> {
-    let root = volume_root.join(CACHE_DIR);
-    let meta =
-        std::fs::symlink_metadata(&root).with_context(|| format!("{CACHE_DIR}/ on the volume"))?;
+/// Walks the cache tree of the volume mounted at `volume_root` depth-first with each directory's
+/// entries in byte order, hands every regular file to `each` as soon as it is hashed, and returns
+/// the totals. Anything that is neither a directory nor a regular file (a symlink, a device) is an
+/// error: the cache is plain files, and skipping something would make a bad medium look good.
+pub fn walk_cache(
+    volume_root: &Path,
+    root: Root,
+    mut each: impl FnMut(&CacheFile),
+) -> Result<Totals> {
+    let (dir, skip) = match root {
+        Root::Medium => (volume_root.join(CACHE_DIR), None),
+        Root::Partition => (volume_root.to_path_buf(), Some(LOST_FOUND)),
+    };
+    let meta = std::fs::symlink_metadata(&dir)
+        .with_context(|| format!("{} on the volume", dir.display()))?;
     if !meta.is_dir() {
-        bail!("{}: not a directory", root.display());
+        bail!("{}: not a directory", dir.display());
     }
     let mut totals = Totals::default();
     let mut buf = vec![0u8; HASH_BUF];
-    walk_dir(&root, "", &mut buf, &mut |f| {
+    walk_dir(&dir, "", skip, &mut buf, &mut |f| {
         totals.add(f);
         each(f);
     })?;
     Ok(totals)
 }
 
-fn walk_dir(dir: &Path, rel: &str, buf: &mut [u8], each: &mut dyn FnMut(&CacheFile)) -> Result<()> {
+/// `skip`: a name left out of this directory (not of its subdirectories).
+fn walk_dir(
+    dir: &Path,
+    rel: &str,
+    skip: Option<&str>,
+    buf: &mut [u8],
+    each: &mut dyn FnMut(&CacheFile),
+) -> Result<()> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
-        names.push(
-            entry
-                .with_context(|| format!("list {}", dir.display()))?
-                .file_name(),
-        );
+        let name = entry
+            .with_context(|| format!("list {}", dir.display()))?
+            .file_name();
+        if skip.is_some_and(|s| name.as_encoded_bytes() == s.as_bytes()) {
+            continue;
+        }
+        names.push(name);
     }
     names.sort();
     for name in names {
@@ -83,7 +111,7 @@ fn walk_dir(dir: &Path, rel: &str, buf: &mut [u8], each: &mut dyn FnMut(&CacheFi
             std::fs::symlink_metadata(&path).with_context(|| format!("stat {}", path.display()))?;
         let kind = meta.file_type();
         if kind.is_dir() {
-            walk_dir(&path, &rel, buf, each)?;
+            walk_dir(&path, &rel, None, buf, each)?;
         } else if kind.is_file() {
             let (size, sha256) = hash_file(&path, meta.len(), buf)?;
             each(&CacheFile {
@@ -94,11 +122,11 @@ fn walk_dir(dir: &Path, rel: &str, buf: &mut [u8], each: &mut dyn FnMut(&CacheFi
         } else if kind.is_symlink() {
             let target = std::fs::read_link(&path).unwrap_or_else(|_| PathBuf::from("?"));
             bail!(
-                "{CACHE_DIR}/{rel}: symlink to {} in the cache",
+                "{rel}: symlink to {} in the cache",
                 target.display()
             );
         } else {
-            bail!("{CACHE_DIR}/{rel}: not a regular file or directory");
+            bail!("{rel}: not a regular file or directory");
         }
     }
     Ok(())
@@ -176,7 +204,8 @@ mod tests {
         )
         .unwrap();
         let mut seen = Vec::new();
-        let totals = walk_cache(dir, |f| seen.push((f.path.clone(), f.size))).unwrap();
+        let totals =
+            walk_cache(dir, Root::Medium, |f| seen.push((f.path.clone(), f.size))).unwrap();
         assert_eq!(
             seen,
             [
@@ -191,10 +220,25 @@ mod tests {
         assert_eq!(totals, Totals { files: 3, bytes: 5 });
 
         std::os::unix::fs::symlink("sha256-a", cache.join("blob/link")).unwrap();
-        let err = walk_cache(dir, |_| {}).unwrap_err();
+        let err = walk_cache(dir, Root::Medium, |_| {}).unwrap_err();
         assert!(format!("{err:#}").contains("symlink"), "{err:#}");
 
         std::fs::remove_dir_all(&cache).unwrap();
-        assert!(walk_cache(dir, |_| {}).is_err());
+        assert!(walk_cache(dir, Root::Medium, |_| {}).is_err());
+    }
+
+    #[test]
+    fn partition_root_skips_only_its_own_lost_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::create_dir_all(dir.join("lost+found")).unwrap();
+        std::fs::write(dir.join("lost+found/#12"), b"orphan").unwrap();
+        std::fs::create_dir_all(dir.join("blob/lost+found")).unwrap();
+        std::fs::write(dir.join("blob/lost+found/x"), b"x").unwrap();
+        std::fs::write(dir.join("blob/sha256-a"), b"a").unwrap();
+        let mut seen = Vec::new();
+        let totals = walk_cache(dir, Root::Partition, |f| seen.push(f.path.clone())).unwrap();
+        assert_eq!(seen, ["blob/lost+found/x", "blob/sha256-a"]);
+        assert_eq!(totals, Totals { files: 2, bytes: 2 });
     }
 }

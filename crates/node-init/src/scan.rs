@@ -22,7 +22,8 @@ pub struct Pass {
     pub unreadable: Vec<String>,
 }
 
-/// Polls every `interval` until a `TALOS_` volume shows up or `timeout` passes. USB storage under
+/// Polls every `interval` until a cache volume (an `IMAGECACHE` partition or a `TALOS_` medium)
+/// shows up or `timeout` passes. USB storage under
 /// QEMU's emulation can take many seconds to enumerate after its driver loads.
 pub fn wait_for_volume(timeout: Duration, interval: Duration) -> Result<Candidate> {
     let deadline = Instant::now() + timeout;
@@ -35,10 +36,14 @@ pub fn wait_for_volume(timeout: Duration, interval: Duration) -> Result<Candidat
             let seen: Vec<String> = pass
                 .candidates
                 .iter()
-                .map(|c| format!("{}={:?} ({})", c.device, c.volume.label, c.volume.fs))
+                .map(|c| {
+                    let part = c.partname.as_deref().unwrap_or("-");
+                    format!("{}[{part}]={:?} ({})", c.device, c.volume.label, c.volume.fs)
+                })
                 .collect();
             bail!(
-                "no iso9660/vfat volume labelled {}* after {} s (block devices: [{}]; volumes: [{}]; unreadable: [{}])",
+                "no ext4 partition named {} and no iso9660/vfat volume labelled {}* after {} s (block devices: [{}]; volumes: [{}]; unreadable: [{}])",
+                probe::IMAGECACHE_PARTITION,
                 probe::TALOS_PREFIX,
                 timeout.as_secs(),
                 pass.devices.join(" "),
@@ -73,12 +78,28 @@ fn scan_once() -> Result<Pass> {
         if let Some(volume) = probe::identify(&head[..len]) {
             pass.candidates.push(Candidate {
                 device: device.clone(),
+                partname: partname(device),
                 volume,
             });
         }
     }
     pass.devices = devices;
     Ok(pass)
+}
+
+/// The GPT partition name the kernel found for `device`, from its uevent (`PARTNAME=`); none for
+/// whole disks, MBR partitions and unnamed GPT partitions.
+fn partname(device: &str) -> Option<String> {
+    let uevent = std::fs::read_to_string(format!("{SYS_BLOCK}/{device}/uevent")).ok()?;
+    partname_of(&uevent)
+}
+
+fn partname_of(uevent: &str) -> Option<String> {
+    uevent
+        .lines()
+        .find_map(|l| l.strip_prefix("PARTNAME="))
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
 }
 
 /// `/dev` path of a sysfs block device name; sysfs writes `/` in names as `!` (`cciss!c0d0`).
@@ -109,5 +130,13 @@ mod tests {
     fn dev_paths() {
         assert_eq!(dev_path("sr0"), "/dev/sr0");
         assert_eq!(dev_path("cciss!c0d0p1"), "/dev/cciss/c0d0p1");
+    }
+
+    #[test]
+    fn partition_names_from_uevent() {
+        let uevent = "MAJOR=254\nMINOR=5\nDEVNAME=vda5\nDEVTYPE=partition\nDISKSEQ=9\nPARTN=5\nPARTNAME=IMAGECACHE\n";
+        assert_eq!(partname_of(uevent).as_deref(), Some("IMAGECACHE"));
+        assert_eq!(partname_of("MAJOR=254\nDEVTYPE=disk\n"), None);
+        assert_eq!(partname_of("PARTN=1\nPARTNAME=\n"), None);
     }
 }
