@@ -301,7 +301,10 @@ mod tests {
         let mut bad = ext4("IMAGECACHE");
         bad[EXT4_SUPERBLOCK + 56] = 0;
         assert_eq!(identify(&bad), None);
-        assert_eq!(identify(&ext4("IMAGECACHE")[..EXT4_SUPERBLOCK + 1023]), None);
+        assert_eq!(
+            identify(&ext4("IMAGECACHE")[..EXT4_SUPERBLOCK + 1023]),
+            None
+        );
     }
 
     #[test]

@@ -121,10 +121,7 @@ fn walk_dir(
             });
         } else if kind.is_symlink() {
             let target = std::fs::read_link(&path).unwrap_or_else(|_| PathBuf::from("?"));
-            bail!(
-                "{rel}: symlink to {} in the cache",
-                target.display()
-            );
+            bail!("{rel}: symlink to {} in the cache", target.display());
         } else {
             bail!("{rel}: not a regular file or directory");
         }

@@ -38,7 +38,10 @@ pub fn wait_for_volume(timeout: Duration, interval: Duration) -> Result<Candidat
                 .iter()
                 .map(|c| {
                     let part = c.partname.as_deref().unwrap_or("-");
-                    format!("{}[{part}]={:?} ({})", c.device, c.volume.label, c.volume.fs)
+                    format!(
+                        "{}[{part}]={:?} ({})",
+                        c.device, c.volume.label, c.volume.fs
+                    )
                 })
                 .collect();
             bail!(

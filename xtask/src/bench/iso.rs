@@ -312,7 +312,7 @@ fn layer_blob(layout: &Path) -> Result<PathBuf> {
 /// A cache-shaped tree of about `gib` GiB: a few large layers, many medium and small ones, and
 /// thousands of manifest-sized files, filled with pseudo-random bytes (incompressible, never
 /// sparse). Reused when a previous run made the same one.
-fn make_cache(dir: &Path, gib: f64) -> Result<u64> {
+pub(super) fn make_cache(dir: &Path, gib: f64) -> Result<u64> {
     const MIB: u64 = 1 << 20;
     let scale = gib / 3.0;
     let count = |n: f64| ((n * scale).round() as u64).max(1);

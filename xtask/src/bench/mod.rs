@@ -1,4 +1,4 @@
-//! `cargo xtask bench iso | cache | serve`: each of our tools side by side with its peers, in one run, on
+//! `cargo xtask bench iso | metal | cache | serve`: each of our tools side by side with its peers, in one run, on
 //! generated inputs. This module holds what both benchmarks share: running a tool (one or several
 //! processes) until its output is on disk, peak RSS from `VmHWM`, rotated order, medians, and the
 //! markdown table.
@@ -11,6 +11,7 @@
 mod cache;
 mod iso;
 mod load;
+mod metal;
 mod serve;
 
 use std::fs::File;
@@ -28,7 +29,14 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("iso") => iso::run(&args[1..]),
         Some("cache") => cache::run(&args[1..]),
         Some("serve") => serve::run(&args[1..]),
-        _ => bail!("{}\n{}\n{}", iso::USAGE, cache::USAGE, serve::USAGE),
+        Some("metal") => metal::run(&args[1..]),
+        _ => bail!(
+            "{}\n{}\n{}\n{}",
+            iso::USAGE,
+            metal::USAGE,
+            cache::USAGE,
+            serve::USAGE
+        ),
     }
 }
 
