@@ -204,11 +204,10 @@ fn check(
 /// is atomic), readable like the rest of the tree whatever the umask.
 fn temp_beside(dest: &Path) -> Result<StagedFile, FlatError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
-    let tmp =
-        StagedFile::create(dir, TEMP_PREFIX, 0o644).map_err(|source| FlatError::Create {
-            path: dest.to_owned(),
-            source,
-        })?;
+    let tmp = StagedFile::create(dir, TEMP_PREFIX, 0o644).map_err(|source| FlatError::Create {
+        path: dest.to_owned(),
+        source,
+    })?;
     tmp.file()
         .set_permissions(fs::Permissions::from_mode(0o644))
         .map_err(|source| FlatError::Create {

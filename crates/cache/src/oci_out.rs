@@ -406,12 +406,13 @@ pub struct LayerFile {
 impl LayerFile {
     /// Creates `.tmp-layer-XXXX` in `dir` (0644), sized and with the plan's headers written.
     pub fn create(dir: &Path, plan: &LayerPlan) -> Result<Self, OciOutError> {
-        let tmp = imager_staging::StagedFile::create(dir, ".tmp-layer-", 0o644).map_err(|source| {
-            OciOutError::Write {
-                path: dir.to_owned(),
-                source,
-            }
-        })?;
+        let tmp =
+            imager_staging::StagedFile::create(dir, ".tmp-layer-", 0o644).map_err(|source| {
+                OciOutError::Write {
+                    path: dir.to_owned(),
+                    source,
+                }
+            })?;
         let layer = Self { tmp };
         let err = layer.write_err();
         layer.file().set_len(plan.len).map_err(&err)?;

@@ -271,7 +271,10 @@ impl Client {
         let temp = imager_staging::StagedFile::create(dir, BLOB_TEMP_PREFIX, 0o644)
             .map_err(|e| write_err(dir, e))?;
         // A second descriptor of the same open file: the lock stays with `temp`.
-        let file = temp.file().try_clone().map_err(|e| write_err(temp.path(), e))?;
+        let file = temp
+            .file()
+            .try_clone()
+            .map_err(|e| write_err(temp.path(), e))?;
         let temp_path = temp.path().to_owned();
         if let Some(p) = &self.inner.config.progress {
             p.blob_started(digest, size);

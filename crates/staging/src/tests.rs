@@ -47,7 +47,10 @@ fn kinds_are_the_prefix_then_random_characters() {
         assert!(!is_of_kind(OsStr::new(other), ".metal-iso-"), "{other}");
     }
     // The staging dir of an output named `cache.tmp-x` is not of `cache`'s kind.
-    assert!(!is_of_kind(OsStr::new("cache.tmp-x.tmp-ABCDEF"), "cache.tmp-"));
+    assert!(!is_of_kind(
+        OsStr::new("cache.tmp-x.tmp-ABCDEF"),
+        "cache.tmp-"
+    ));
     // Another kind that shares the start of the prefix.
     assert!(!is_of_kind(OsStr::new(".tmp-blob-ABCDEF"), ".tmp-"));
 }
@@ -77,7 +80,10 @@ fn a_file_is_removed_on_drop_and_kept_once_persisted() {
 
     let mut f = StagedFile::create(dir.path(), ".t-", 0o600).unwrap();
     let path = f.path().to_owned();
-    assert_eq!(f.file().metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        f.file().metadata().unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     f.file_mut().write_all(b"done").unwrap();
     let dest = dir.path().join("final");
     f.persist(&dest).unwrap();
@@ -143,7 +149,11 @@ fn a_sweep_removes_only_unlocked_temps_of_its_kind() {
         ".k-LINKED".to_owned(),
         ".k-short".to_owned(),
         "keep".to_owned(),
-        ours.path().file_name().unwrap().to_string_lossy().into_owned(),
+        ours.path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned(),
     ];
     want.sort();
     assert_eq!(names(d), want);
@@ -186,7 +196,11 @@ fn a_new_temp_taken_by_a_sweep_before_it_was_locked_is_given_up() {
     let dir = tempfile::tempdir().unwrap();
     // Created, but a sweep elsewhere holds the lock: that sweep removes it.
     let path = stale_file(dir.path(), ".k-AAAAAA");
-    let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
     let sweeper = hold_lock(&path);
     assert!(matches!(claim(&file, &path).unwrap(), Claim::Lost));
     drop(sweeper);
