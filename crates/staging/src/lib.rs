@@ -11,7 +11,8 @@
 //!   as it lives. The kernel drops the lock when the owner is gone, however it went (`kill -9`
 //!   included), so any process can tell a live temp from a stale one;
 //! - is preceded, the first time its kind is made in a directory by this process, by a sweep of
-//!   that directory ([`sweep`]): entries of the kind whose lock can be taken are stale and removed;
+//!   that directory ([`sweep`]): entries of the kind (and of its [`Form`], file or directory) whose
+//!   lock can be taken are stale and removed;
 //! - is in a process-wide list that the thread [`exit_on_signals`] starts removes on SIGINT or
 //!   SIGTERM, before the process exits with 130 or 143;
 //! - is removed when dropped, unless it was renamed to its final name first
@@ -178,11 +179,18 @@ fn remove(path: &Path, dir: bool) -> io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // The sweep
 
-/// Removes every entry of `dir` of the kind `prefix` names whose lock can be taken: its owner is
-/// gone (a killed run). Entries whose lock is held (a run still going, in this process or
-/// another) are left, and so is anything the sweep cannot open or lock. Returns what it removed;
-/// a missing `dir` has nothing to sweep.
-pub fn sweep(dir: &Path, prefix: &str) -> io::Result<Vec<PathBuf>> {
+/// What a kind of temp is: a sweep for file temps never removes a directory, nor the reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    File,
+    Dir,
+}
+
+/// Removes every entry of `dir` of the kind `prefix` names, and of the `form` that kind has,
+/// whose lock can be taken: its owner is gone (a killed run). Entries whose lock is held (a run
+/// still going, in this process or another) are left, and so is anything the sweep cannot open
+/// or lock. Returns what it removed; a missing `dir` has nothing to sweep.
+pub fn sweep(dir: &Path, prefix: &str, form: Form) -> io::Result<Vec<PathBuf>> {
     check_prefix(prefix)?;
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -198,7 +206,7 @@ pub fn sweep(dir: &Path, prefix: &str) -> io::Result<Vec<PathBuf>> {
         let path = entry.path();
         // One that cannot be opened, locked or removed is left: a sweep is housekeeping, and
         // the run that called it has its own work to do.
-        if let Ok(true) = remove_if_stale(&path) {
+        if let Ok(true) = remove_if_stale(&path, form) {
             removed.push(path);
         }
     }
@@ -206,11 +214,11 @@ pub fn sweep(dir: &Path, prefix: &str) -> io::Result<Vec<PathBuf>> {
 }
 
 /// Locks the temp at `path` without waiting and, if that succeeds and the name still leads to
-/// what was locked, removes it. Only regular files and directories are considered.
-fn remove_if_stale(path: &Path) -> io::Result<bool> {
+/// what was locked, removes it. Only a regular file (`Form::File`) or a directory (`Form::Dir`).
+fn remove_if_stale(path: &Path, form: Form) -> io::Result<bool> {
     let meta = fs::symlink_metadata(path)?;
-    let dir = meta.is_dir();
-    if !dir && !meta.is_file() {
+    let dir = form == Form::Dir;
+    if !(if dir { meta.is_dir() } else { meta.is_file() }) {
         return Ok(false);
     }
     // Not following a link, not blocking on something swapped in since (a FIFO).
@@ -235,14 +243,14 @@ fn remove_if_stale(path: &Path) -> io::Result<bool> {
 
 /// Sweeps `dir` for `prefix` once per process: a run makes many temps of one kind in one
 /// directory (one per blob), and the first sweep found every stale one.
-fn sweep_once(dir: &Path, prefix: &str) {
+fn sweep_once(dir: &Path, prefix: &str, form: Form) {
     let first = SWEPT
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert((dir.to_owned(), prefix.to_owned()));
     if first {
         // A failed sweep leaves stale temps for a later run; creating reports what matters.
-        let _ = sweep(dir, prefix);
+        let _ = sweep(dir, prefix, form);
     }
 }
 
@@ -264,7 +272,7 @@ impl StagedFile {
     /// `mode` (less the umask), after sweeping `dir` for stale temps of the same kind.
     pub fn create(dir: &Path, prefix: &str, mode: u32) -> io::Result<Self> {
         check_prefix(prefix)?;
-        sweep_once(dir, prefix);
+        sweep_once(dir, prefix, Form::File);
         let mut live = live();
         // Under the lock too: a writer that makes the directory after the signal cleanup removed
         // a staged tree around it would make part of that tree again.
@@ -352,7 +360,7 @@ impl StagedDir {
     /// for stale temps of the same kind.
     pub fn create(parent: &Path, prefix: &str) -> io::Result<Self> {
         check_prefix(prefix)?;
-        sweep_once(parent, prefix);
+        sweep_once(parent, prefix, Form::Dir);
         let mut live = live();
         for _ in 0..ATTEMPTS {
             let path = parent.join(random_name(prefix));

@@ -61,7 +61,7 @@ fn prefixes_that_could_match_other_names_are_refused() {
     for bad in ["", "metal", "a/b-"] {
         let err = StagedFile::create(dir.path(), bad, 0o644).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
-        assert!(sweep(dir.path(), bad).is_err());
+        assert!(sweep(dir.path(), bad, Form::File).is_err());
     }
     assert!(names(dir.path()).is_empty());
 }
@@ -138,9 +138,10 @@ fn a_sweep_removes_only_unlocked_temps_of_its_kind() {
     }
     std::os::unix::fs::symlink(&busy, d.join(".k-LINKED")).unwrap();
 
-    let mut removed = sweep(d, ".k-").unwrap();
-    removed.sort();
-    assert_eq!(removed, vec![stale, stale_dir]);
+    // Files of the kind only, then directories only.
+    assert_eq!(sweep(d, ".k-", Form::File).unwrap(), vec![stale]);
+    assert!(stale_dir.join("blob/sub/f").exists());
+    assert_eq!(sweep(d, ".k-", Form::Dir).unwrap(), vec![stale_dir]);
     let mut want = vec![
         ".j-AAAAAA".to_owned(),
         ".k-AAAAAA.old".to_owned(),
@@ -166,11 +167,14 @@ fn a_temp_whose_owner_let_go_is_stale() {
     let dir = tempfile::tempdir().unwrap();
     let temp = stale_file(dir.path(), ".k-AAAAAA");
     let owner = hold_lock(&temp);
-    assert!(sweep(dir.path(), ".k-").unwrap().is_empty());
+    assert!(sweep(dir.path(), ".k-", Form::File).unwrap().is_empty());
     assert!(temp.exists());
     // What the kernel does when the owner exits, `kill -9` included.
     drop(owner);
-    assert_eq!(sweep(dir.path(), ".k-").unwrap(), vec![temp.clone()]);
+    assert_eq!(
+        sweep(dir.path(), ".k-", Form::File).unwrap(),
+        vec![temp.clone()]
+    );
     assert!(!temp.exists());
 }
 
