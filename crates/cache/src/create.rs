@@ -1104,10 +1104,12 @@ async fn fetch_blobs(
 
 /// `<P>.tmp-XXXX` beside the output (same file system, so the final rename is atomic), and the
 /// parent directories this run had to create. Dropped without [`Staging::publish`]: the temp
-/// directory is removed, and so are those parents if still empty.
+/// directory is removed, and so are those parents if still empty. The directory is staged
+/// (`imager-staging`): locked while it lives, swept by a later run into the same parent if this
+/// process is killed, removed on SIGINT/SIGTERM.
 struct Staging {
     /// Taken by `publish`.
-    dir: Option<tempfile::TempDir>,
+    dir: Option<imager_staging::StagedDir>,
     path: PathBuf,
     created_parents: Vec<PathBuf>,
 }
@@ -1143,13 +1145,12 @@ impl Staging {
             path: parent.clone(),
             source,
         })?;
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{name}.tmp-"))
-            .tempdir_in(&parent)
-            .map_err(|source| CreateError::Output {
+        let dir = imager_staging::StagedDir::create(&parent, &format!("{name}.tmp-")).map_err(
+            |source| CreateError::Output {
                 path: parent.clone(),
                 source,
-            })?;
+            },
+        )?;
         staging.path = dir.path().to_owned();
         staging.dir = Some(dir);
         Ok(staging)
@@ -1167,8 +1168,10 @@ impl Staging {
             move |source| CreateError::Output { path, source }
         };
         sync_tree(result).map_err(out_err(result))?;
-        let replaced = match rename_noreplace(result, output) {
-            Ok(()) => false,
+        // Not while the signal cleanup removes the staged tree (it would go on removing what is
+        // renamed to `output` meanwhile).
+        let replaced = imager_staging::publishing(|| match rename_noreplace(result, output) {
+            Ok(()) => Ok(false),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 if !force {
                     return Err(CreateError::Exists {
@@ -1178,10 +1181,10 @@ impl Staging {
                 // Checked again: it may have been created since the run started.
                 check_output(output, true)?;
                 exchange(result, output).map_err(out_err(output))?;
-                true
+                Ok(true)
             }
-            Err(e) => return Err(out_err(output)(e)),
-        };
+            Err(e) => Err(out_err(output)(e)),
+        })?;
         if let Some(parent) = output.parent() {
             let parent = if parent.as_os_str().is_empty() {
                 Path::new(".")

@@ -16,7 +16,7 @@ use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use tempfile::NamedTempFile;
+use imager_staging::StagedFile;
 
 use crate::digest::{BUF_SIZE, Digest, Hasher};
 use crate::manifest::MAX_MANIFEST_SIZE;
@@ -26,7 +26,8 @@ pub const BLOB_DIR: &str = "blob";
 pub const MANIFESTS_DIR: &str = "manifests";
 pub const REFERENCE_DIR: &str = "reference";
 pub const DIGEST_DIR: &str = "digest";
-/// Names of files being written; never a digest or a valid tag (tags cannot start with `.`).
+/// Names of files being written (staged, `imager-staging`); never a digest or a valid tag (tags
+/// cannot start with `.`). The registry client's blob temps (`.tmp-blob-`) start the same way.
 const TEMP_PREFIX: &str = ".tmp-";
 
 /// The directory name of a registry: `host:port` -> `host_port_`, others unchanged.
@@ -120,7 +121,7 @@ pub enum FlatError {
 /// match. Dropping it without committing removes the temp file.
 #[derive(Debug)]
 pub struct VerifiedFile {
-    tmp: NamedTempFile,
+    tmp: StagedFile,
     hasher: Hasher,
     expected: Digest,
     expected_size: Option<u64>,
@@ -163,13 +164,13 @@ impl Write for VerifiedFile {
                 format!("more than the expected {limit} bytes"),
             ));
         }
-        let n = self.tmp.as_file_mut().write(buf)?;
+        let n = self.tmp.file_mut().write(buf)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.tmp.as_file_mut().flush()
+        self.tmp.file_mut().flush()
     }
 }
 
@@ -199,22 +200,15 @@ fn check(
     Ok(())
 }
 
-/// A temp file in the destination's directory (same file system, so the rename is atomic),
-/// readable like the rest of the tree (temp files are created 0600).
-fn temp_beside(dest: &Path) -> Result<NamedTempFile, FlatError> {
+/// A temp file in the destination's directory (made if missing; same file system, so the rename
+/// is atomic), readable like the rest of the tree whatever the umask.
+fn temp_beside(dest: &Path) -> Result<StagedFile, FlatError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|source| FlatError::Create {
-        path: dir.to_owned(),
+    let tmp = StagedFile::create(dir, TEMP_PREFIX, 0o644).map_err(|source| FlatError::Create {
+        path: dest.to_owned(),
         source,
     })?;
-    let tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(|source| FlatError::Create {
-            path: dest.to_owned(),
-            source,
-        })?;
-    tmp.as_file()
+    tmp.file()
         .set_permissions(fs::Permissions::from_mode(0o644))
         .map_err(|source| FlatError::Create {
             path: dest.to_owned(),
@@ -226,10 +220,10 @@ fn temp_beside(dest: &Path) -> Result<NamedTempFile, FlatError> {
 /// Renames into place, replacing an existing file: every name in the tree is either a digest
 /// (same name, same bytes) or a tag (the newest write wins, as in a registry). Not synced: the tree
 /// is either scratch space or followed by the caller's own sync before it is published.
-fn persist(tmp: NamedTempFile, dest: &Path) -> Result<(), FlatError> {
-    tmp.persist(dest).map_err(|e| FlatError::Write {
+fn persist(tmp: StagedFile, dest: &Path) -> Result<(), FlatError> {
+    tmp.persist(dest).map_err(|source| FlatError::Write {
         path: dest.to_owned(),
-        source: e.error,
+        source,
     })?;
     Ok(())
 }
@@ -245,7 +239,9 @@ impl FlatWriter {
     pub fn create(root: &Path) -> Result<Self, FlatError> {
         for dir in [BLOB_DIR, MANIFESTS_DIR] {
             let path = root.join(dir);
-            fs::create_dir_all(&path).map_err(|source| FlatError::Create { path, source })?;
+            // Through staging: the tree is usually inside a staged directory.
+            imager_staging::create_dir_all(&path)
+                .map_err(|source| FlatError::Create { path, source })?;
         }
         Ok(Self {
             root: root.to_owned(),
@@ -326,12 +322,12 @@ impl FlatWriter {
             path: dest.clone(),
             source,
         };
-        io::copy(&mut input, tmp.as_file_mut()).map_err(write_err)?;
-        tmp.as_file_mut().rewind().map_err(write_err)?;
+        io::copy(&mut input, tmp.file_mut()).map_err(write_err)?;
+        tmp.file_mut().rewind().map_err(write_err)?;
         let mut hasher = Hasher::default();
         let mut buf = vec![0u8; BUF_SIZE];
         loop {
-            match tmp.as_file_mut().read(&mut buf) {
+            match tmp.file_mut().read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => hasher.update(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -380,7 +376,7 @@ impl FlatWriter {
             check(dest, expected, None, actual, bytes.len() as u64)?;
         }
         let mut tmp = temp_beside(dest)?;
-        tmp.as_file_mut()
+        tmp.file_mut()
             .write_all(bytes)
             .map_err(|source| FlatError::Write {
                 path: dest.to_owned(),

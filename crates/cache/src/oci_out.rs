@@ -31,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt as _, PermissionsExt};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -400,19 +400,18 @@ fn octal(field: &mut [u8], value: u64) {
 /// [`LayerFile::persist`].
 #[derive(Debug)]
 pub struct LayerFile {
-    tmp: tempfile::NamedTempFile,
+    tmp: imager_staging::StagedFile,
 }
 
 impl LayerFile {
     /// Creates `.tmp-layer-XXXX` in `dir` (0644), sized and with the plan's headers written.
     pub fn create(dir: &Path, plan: &LayerPlan) -> Result<Self, OciOutError> {
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-layer-")
-            .permissions(fs::Permissions::from_mode(0o644))
-            .tempfile_in(dir)
-            .map_err(|source| OciOutError::Write {
-                path: dir.to_owned(),
-                source,
+        let tmp =
+            imager_staging::StagedFile::create(dir, ".tmp-layer-", 0o644).map_err(|source| {
+                OciOutError::Write {
+                    path: dir.to_owned(),
+                    source,
+                }
             })?;
         let layer = Self { tmp };
         let err = layer.write_err();
@@ -438,7 +437,7 @@ impl LayerFile {
     }
 
     pub fn file(&self) -> &File {
-        self.tmp.as_file()
+        self.tmp.file()
     }
 
     pub fn path(&self) -> &Path {
@@ -493,10 +492,12 @@ impl LayerFile {
     /// Names the layer by `digest` in its directory.
     pub fn persist(self, digest: &Digest) -> Result<PathBuf, OciOutError> {
         let dest = self.path().with_file_name(digest.hex());
-        self.tmp.persist(&dest).map_err(|e| OciOutError::Write {
-            path: dest.clone(),
-            source: e.error,
-        })?;
+        self.tmp
+            .persist(&dest)
+            .map_err(|source| OciOutError::Write {
+                path: dest.clone(),
+                source,
+            })?;
         Ok(dest)
     }
 }
@@ -744,7 +745,8 @@ pub fn write_wrapped_layout(
 /// Creates `out/blobs/sha256` (and `out`) and returns it.
 pub fn layout_blobs_dir(out: &Path) -> Result<PathBuf, OciOutError> {
     let blobs = out.join("blobs/sha256");
-    fs::create_dir_all(&blobs).map_err(|source| OciOutError::Write {
+    // Through staging: `out` is inside a staged directory.
+    imager_staging::create_dir_all(&blobs).map_err(|source| OciOutError::Write {
         path: blobs.clone(),
         source,
     })?;

@@ -125,15 +125,6 @@ impl EspSpec {
     /// Writes the FAT image to `out` (created or truncated) and returns its size. The caller
     /// renames it into place; a failed write leaves a file the caller deletes.
     pub fn write(&self, out: &Path) -> Result<u64, EspError> {
-        let out_err = |source| EspError::Output {
-            path: out.to_owned(),
-            source,
-        };
-        let size = self.size();
-        let time = DateTime::new(self.unix_time, 0).map_err(|_| EspError::Time(self.unix_time))?;
-        let label = VolumeLabel::new(&self.label).map_err(|_| EspError::Label {
-            label: self.label.clone(),
-        })?;
         // Read and write: formatting reads back what it wrote.
         let file = File::options()
             .read(true)
@@ -141,7 +132,28 @@ impl EspSpec {
             .create(true)
             .truncate(true)
             .open(out)
-            .map_err(out_err)?;
+            .map_err(|source| EspError::Output {
+                path: out.to_owned(),
+                source,
+            })?;
+        self.write_to(&file, out)
+    }
+
+    /// Writes the FAT image into `file` (opened for reading and writing; `path` names it in
+    /// errors), sized to the image, and returns its size: for a file the caller already holds,
+    /// such as a staged temp.
+    pub fn write_to(&self, file: &File, path: &Path) -> Result<u64, EspError> {
+        let out_err = |source| EspError::Output {
+            path: path.to_owned(),
+            source,
+        };
+        let size = self.size();
+        let time = DateTime::new(self.unix_time, 0).map_err(|_| EspError::Time(self.unix_time))?;
+        let label = VolumeLabel::new(&self.label).map_err(|_| EspError::Label {
+            label: self.label.clone(),
+        })?;
+        // Emptied first: formatting relies on the zeros of a new file where it writes nothing.
+        file.set_len(0).map_err(out_err)?;
         file.set_len(size).map_err(out_err)?;
         let dev = hadris_storage::host::FileDevice::new(file.try_clone().map_err(out_err)?)
             .map_err(out_err)?;

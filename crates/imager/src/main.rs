@@ -34,6 +34,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The commands that write output stage it beside its final path; on SIGINT or SIGTERM those
+    // temps are removed and the exit status is 130 or 143. `cache serve` shuts down on the same
+    // signals by itself; the others write nothing.
+    let stages = matches!(
+        cli.command,
+        Command::Iso(_) | Command::Cache(cache::CacheCommand::Create(_))
+    );
+    if stages && let Err(err) = imager_staging::exit_on_signals(report_interrupted) {
+        eprintln!("imager: error: watching for SIGINT and SIGTERM: {err}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Iso(args) => iso::run(args),
         Command::Cache(cmd) => cache::run(cmd),
@@ -45,5 +56,33 @@ fn main() -> ExitCode {
             eprintln!("imager: error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What the signal cleanup did, on stderr.
+fn report_interrupted(done: &imager_staging::Interrupted) {
+    use std::io::IsTerminal as _;
+    // A progress bar may hold the terminal's current line.
+    let start = if std::io::stderr().is_terminal() {
+        "\n"
+    } else {
+        ""
+    };
+    let removed: Vec<String> = done
+        .removed
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    if removed.is_empty() {
+        eprintln!("{start}imager: interrupted by {}", done.name);
+    } else {
+        eprintln!(
+            "{start}imager: interrupted by {}; removed the unfinished {}",
+            done.name,
+            removed.join(", ")
+        );
+    }
+    for (path, err) in &done.failed {
+        eprintln!("imager: error: could not remove {}: {err}", path.display());
     }
 }

@@ -14,18 +14,21 @@
 //! The kernel and initramfs are stored twice: UEFI firmware reads only FAT, and ISOLINUX only
 //! ISO 9660. Both boot loaders get the same command line from [`crate::bootcfg`].
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use imager_cache::{Cache, InputForm, Location, Platform, ReadOptions};
 use imager_esp::EspSpec;
 use imager_iso::{BiosBoot, IsoSpec, Progress};
-use tempfile::{NamedTempFile, TempPath};
+use imager_staging::StagedFile;
 
 use crate::assets::Assets;
 use crate::bootcfg::{self, BootCfgError, BootFiles};
 use crate::label::{self, LabelError};
 use crate::version::{self, VersionError};
+
+/// The staged names in the output directory: the image being written, and its ESP.
+pub const ISO_TEMP_PREFIX: &str = ".metal-iso-";
+pub const ESP_TEMP_PREFIX: &str = ".imager-esp-";
 
 /// Only the MBR boot code fits before the boot-image address at byte 432.
 const MBR_CODE_LEN: usize = 432;
@@ -120,14 +123,16 @@ pub struct IsoRequest {
 
 /// A planned ISO: inputs checked, the ESP written to a temp file, the layout known. Dropping it
 /// removes every temporary file; nothing is under the final name until [`IsoJob::write`] succeeds.
+/// Both temps are staged (`imager-staging`): locked while they live, swept by a later run if the
+/// process was killed, removed on SIGINT/SIGTERM.
 #[derive(Debug)]
 pub struct IsoJob {
     spec: IsoSpec,
     size: u64,
     output: PathBuf,
     label: String,
-    out_tmp: NamedTempFile,
-    _esp_tmp: TempPath,
+    out_tmp: StagedFile,
+    _esp_tmp: StagedFile,
     /// The cache, opened in place: its bytes are read when the image is written.
     cache: Option<Cache>,
 }
@@ -155,16 +160,14 @@ impl IsoJob {
             .output_dir
             .join(format!("metal-{}.iso", req.arch.name()));
         let tmp_in = |prefix: &str| {
-            tempfile::Builder::new()
-                .prefix(prefix)
-                // What any new file gets (0666 less the umask), not tempfile's private 0600: the
-                // ISO is read by libvirt, web servers and other users.
-                .permissions(std::fs::Permissions::from_mode(0o666))
-                .tempfile_in(&req.output_dir)
-                .map_err(|source| IsoError::OutputDir {
+            // What any new file gets (0666 less the umask), not a private 0600: the ISO is read
+            // by libvirt, web servers and other users.
+            StagedFile::create(&req.output_dir, prefix, 0o666).map_err(|source| {
+                IsoError::OutputDir {
                     path: req.output_dir.clone(),
                     source,
-                })
+                }
+            })
         };
 
         // Open the cache first: it is the step most likely to fail on bad input. Nothing is
@@ -190,7 +193,7 @@ impl IsoJob {
             None => None,
         };
 
-        let esp_tmp = tmp_in(".imager-esp-")?.into_temp_path();
+        let esp_tmp = tmp_in(ESP_TEMP_PREFIX)?;
         let mut esp = EspSpec::new("EFIBOOT", req.unix_time)?;
         let uefi_files = BootFiles {
             kernel: "/talos/vmlinuz",
@@ -208,7 +211,7 @@ impl IsoJob {
             )?
             .add_file("talos/vmlinuz", &req.assets.kernel)?
             .add_file("talos/initramfs.xz", &req.assets.initramfs)?;
-        esp.write(&esp_tmp)?;
+        esp.write_to(esp_tmp.file(), esp_tmp.path())?;
 
         let mbr = std::fs::read(&req.assets.isohybrid_mbr).map_err(|source| IsoError::Read {
             path: req.assets.isohybrid_mbr.clone(),
@@ -239,7 +242,7 @@ impl IsoJob {
             catalog: "isolinux/boot.cat".to_owned(),
             mbr_code,
         })?
-        .uefi_boot(&esp_tmp);
+        .uefi_boot(esp_tmp.path());
         let size = spec.planned_size()?;
 
         Ok(Self {
@@ -247,7 +250,7 @@ impl IsoJob {
             size,
             output,
             label,
-            out_tmp: tmp_in(".metal-iso-")?,
+            out_tmp: tmp_in(ISO_TEMP_PREFIX)?,
             _esp_tmp: esp_tmp,
             cache,
         })
@@ -281,7 +284,7 @@ impl IsoJob {
             .filter(|c| c.is_streamed())
             .map(|cache| CacheStream { cache });
         self.spec.write_with(
-            self.out_tmp.as_file(),
+            self.out_tmp.file(),
             self.out_tmp.path(),
             progress,
             stream
@@ -290,9 +293,9 @@ impl IsoJob {
         )?;
         self.out_tmp
             .persist(&self.output)
-            .map_err(|err| IsoError::Persist {
+            .map_err(|source| IsoError::Persist {
                 path: self.output.clone(),
-                source: err.error,
+                source,
             })?;
         Ok(self.output)
     }

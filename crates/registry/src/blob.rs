@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::io::Read as _;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,6 +15,9 @@ use crate::client::{Client, Ctx};
 use crate::error::Error;
 use crate::retry::Backoff;
 use imager_oci::{Digest, ImageName};
+
+/// The staged name of a blob being fetched, beside its destination.
+pub const BLOB_TEMP_PREFIX: &str = ".tmp-blob-";
 
 /// One blob to fetch into a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,11 +216,12 @@ impl Client {
         Ok(written)
     }
 
-    /// Fetches a blob into `dest`, verified: it is written to `<dest>.tmp-<random>` in the same
+    /// Fetches a blob into `dest`, verified: it is written to `.tmp-blob-<random>` in the same
     /// directory and renamed to `dest` only once its size and digest are right, so nothing partial
     /// or wrong ever carries the final name (an error or a cancelled future removes the temporary
-    /// file). When `dest` already holds the right content (re-hashed, not trusted), nothing is
-    /// downloaded.
+    /// file). The temp is staged (`imager-staging`): locked while it is written, so a later fetch
+    /// into the directory removes those a killed process left, and removed on SIGINT/SIGTERM. When
+    /// `dest` already holds the right content (re-hashed, not trusted), nothing is downloaded.
     pub async fn get_blob(
         &self,
         repo: &ImageName,
@@ -248,15 +251,14 @@ impl Client {
                 downloaded: false,
             });
         }
-        let (dir, name) = match (dest.parent(), dest.file_name()) {
-            (Some(dir), Some(name)) => (
+        let dir = match (dest.parent(), dest.file_name()) {
+            (Some(dir), Some(_)) => {
                 if dir.as_os_str().is_empty() {
                     Path::new(".")
                 } else {
                     dir
-                },
-                name.to_string_lossy().into_owned(),
-            ),
+                }
+            }
             _ => {
                 return Err(write_err(
                     dest,
@@ -264,17 +266,16 @@ impl Client {
                 ));
             }
         };
-        tokio::fs::create_dir_all(dir)
-            .await
+        // One kind for every blob, so that the sweep finds whatever blob a killed run was on.
+        // Cache files are world-readable like any other. (Blocking, but a create and a lock.)
+        let temp = imager_staging::StagedFile::create(dir, BLOB_TEMP_PREFIX, 0o644)
             .map_err(|e| write_err(dir, e))?;
-        let temp = tempfile::Builder::new()
-            .prefix(&format!("{name}.tmp-"))
-            .rand_bytes(8)
-            // Cache files are world-readable like any other (tempfile's default is 0600).
-            .permissions(std::fs::Permissions::from_mode(0o644))
-            .tempfile_in(dir)
-            .map_err(|e| write_err(dir, e))?;
-        let (file, temp_path) = temp.into_parts();
+        // A second descriptor of the same open file: the lock stays with `temp`.
+        let file = temp
+            .file()
+            .try_clone()
+            .map_err(|e| write_err(temp.path(), e))?;
+        let temp_path = temp.path().to_owned();
         if let Some(p) = &self.inner.config.progress {
             p.blob_started(digest, size);
         }
@@ -287,9 +288,7 @@ impl Client {
         out.flush().await.map_err(|e| write_err(&temp_path, e))?;
         // Close before the rename so no write of ours can land after the file is public.
         drop(out);
-        temp_path
-            .persist(dest)
-            .map_err(|e| write_err(dest, e.error))?;
+        temp.persist(dest).map_err(|e| write_err(dest, e))?;
         if let Some(p) = &self.inner.config.progress {
             p.blob_finished(digest, true);
         }

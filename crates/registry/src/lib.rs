@@ -20,7 +20,7 @@ mod retry;
 pub use imager_oci::media;
 
 pub use auth::{Challenge, Credentials, parse_challenges};
-pub use blob::{BlobOutcome, BlobRequest, FailedBlob};
+pub use blob::{BLOB_TEMP_PREFIX, BlobOutcome, BlobRequest, FailedBlob};
 pub use client::{
     Client, ClientConfig, DEFAULT_MAX_MANIFEST_SIZE, DockerConfigSource, Manifest, Progress,
 };
