@@ -59,7 +59,11 @@ const LOADER_FILES: [(&str, &str, &str); 5] = [
         "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
         "efi/systemd-bootx64.efi",
     ),
-    (GRUB_MODULES_PACKAGE, "usr/lib/grub/i386-pc/boot.img", "grub/boot.img"),
+    (
+        GRUB_MODULES_PACKAGE,
+        "usr/lib/grub/i386-pc/boot.img",
+        "grub/boot.img",
+    ),
 ];
 
 /// GRUB for BIOS on the metal disk image: `boot.img` is copied (above); the core image is made
@@ -107,10 +111,7 @@ const GRUB_MODULES: &[&str] = &[
 /// drive (`(,gpt3)`, not upstream's `(hd0,gpt3)`) makes GRUB fill in the drive it was loaded
 /// from, so the image also boots when it is not the BIOS's first disk.
 fn grub_prefix() -> String {
-    format!(
-        "(,gpt{})/grub",
-        imager_disk::metal::BOOT_PARTITION_NUMBER
-    )
+    format!("(,gpt{})/grub", imager_disk::metal::BOOT_PARTITION_NUMBER)
 }
 
 const VMLINUZ: &str = "vmlinuz";
@@ -629,7 +630,9 @@ fn make_grub_core(plan: &Plan, cache: &Cache, out: &Path) -> Result<()> {
         plan.grub_tools.label()
     );
     let mut cmd = Command::new(&mkimage);
-    cmd.arg("-d").arg(&modules).args(Plan::grub_mkimage_args(out));
+    cmd.arg("-d")
+        .arg(&modules)
+        .args(Plan::grub_mkimage_args(out));
     util::run_quiet(&mut cmd).with_context(|| {
         format!(
             "cannot make GRUB's core image with {}; it runs from the unpacked package and needs \
@@ -930,6 +933,24 @@ mod tests {
         .unwrap();
         assert_eq!(deb.file_name(), "isolinux_3%3a6.04-3_all.deb");
         assert!(Deb::from_stanza(&Stanza::parse_all("Package: x\nVersion: 1\n")[0]).is_err());
+    }
+
+    #[test]
+    fn grub_core_reads_grub_cfg_from_boot_on_the_booted_disk() {
+        let args: Vec<String> = Plan::grub_mkimage_args(Path::new("/x/core.img"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args[..6],
+            ["-O", "i386-pc", "-o", "/x/core.img", "-p", "(,gpt3)/grub"]
+        );
+        // BIOS disk access, the GPT, and both file systems GRUB may find on BOOT.
+        for module in [
+            "biosdisk", "part_gpt", "fat", "ext2", "normal", "linux", "serial",
+        ] {
+            assert!(args[6..].contains(&module.to_owned()), "{module}");
+        }
     }
 
     #[test]
