@@ -113,18 +113,14 @@ pub enum DiskError {
 impl DiskPlan {
     /// The one BIOS boot partition, where GRUB's core image goes.
     pub fn bios_boot_partition(&self) -> Result<&PlannedPartition, DiskError> {
-        let mut found = self
+        let found: Vec<_> = self
             .partitions()
             .iter()
-            .filter(|p| p.type_guid == BIOS_BOOT);
-        match (found.next(), found.next()) {
-            (Some(part), None) => Ok(part),
-            _ => Err(DiskError::BiosPartitions(
-                self.partitions()
-                    .iter()
-                    .filter(|p| p.type_guid == BIOS_BOOT)
-                    .count(),
-            )),
+            .filter(|p| p.type_guid == BIOS_BOOT)
+            .collect();
+        match found[..] {
+            [part] => Ok(part),
+            _ => Err(DiskError::BiosPartitions(found.len())),
         }
     }
 
@@ -156,7 +152,7 @@ impl DiskPlan {
         Ok(BootArea { primary, core })
     }
 
-    /// Makes `file` this disk with nothing in its partitions: `size` bytes of holes, the
+    /// Makes `file` (a regular file) this disk with nothing in its partitions: `size` bytes of holes, the
     /// protective MBR (with GRUB's boot code if `grub` is given), both GPTs and the GRUB core
     /// image. Anything `file` held before is dropped, so call this first and write the file
     /// systems into their partitions' ranges afterwards. What is not written stays a hole
@@ -188,4 +184,110 @@ pub struct BootArea {
     pub primary: Vec<u8>,
     /// GRUB's patched core image and its byte offset (the BIOS boot partition's start).
     pub core: Option<(u64, Vec<u8>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grub(core_sectors: usize) -> GrubBios {
+        let mut boot = vec![0xB0u8; 512];
+        boot[510..].copy_from_slice(&[0x55, 0xAA]);
+        let mut core = vec![0xC0u8; core_sectors * 512];
+        core[0x1E8..0x200].fill(0);
+        core[0x1FC..0x1FE].copy_from_slice(&(core_sectors as u16 - 1).to_le_bytes());
+        core[0x1FE..0x200].copy_from_slice(&0x0820u16.to_le_bytes());
+        GrubBios::new(&boot, &core).unwrap()
+    }
+
+    fn disk(bios_partitions: usize, bios_size: u64) -> DiskSpec {
+        let mut parts = vec![PartitionSpec::new(
+            "EFI",
+            EFI_SYSTEM,
+            PartitionSize::Bytes(MIB),
+        )];
+        for i in 0..bios_partitions {
+            parts.push(PartitionSpec::new(
+                format!("BIOS{i}"),
+                BIOS_BOOT,
+                PartitionSize::Bytes(bios_size),
+            ));
+        }
+        DiskSpec::new(parts)
+    }
+
+    #[test]
+    fn boot_area_puts_grub_in_the_mbr_and_the_core_at_the_bios_partition() {
+        let plan = disk(1, MIB).plan().unwrap();
+        let plain = plan.boot_area(None).unwrap();
+        assert_eq!(plain.primary, plan.primary_table());
+        assert_eq!(plain.core, None);
+
+        let area = plan.boot_area(Some(&grub(3))).unwrap();
+        let (offset, core) = area.core.unwrap();
+        assert_eq!(offset, 2 * MIB);
+        // The core's LBA in the MBR, the next sector in the core's blocklist.
+        assert_eq!(area.primary[0x5C..0x64], 4096u64.to_le_bytes());
+        assert_eq!(core[0x1F4..0x1FC], 4097u64.to_le_bytes());
+        assert_eq!(area.primary[..0x03], [0xB0; 3]);
+        // Everything from the disk signature on is the plain protective MBR and GPT.
+        assert_eq!(area.primary[0x1B8..], plain.primary[0x1B8..]);
+    }
+
+    #[test]
+    fn grub_file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (boot, core) = (dir.path().join("boot.img"), dir.path().join("core.img"));
+        let missing = GrubBios::from_files(&boot, &core).unwrap_err();
+        assert!(matches!(&missing, DiskError::Read { path, .. } if *path == boot));
+        std::fs::write(&boot, [0u8; 100]).unwrap();
+        std::fs::write(&core, [0u8; 2048]).unwrap();
+        let bad = GrubBios::from_files(&boot, &core).unwrap_err();
+        assert!(
+            matches!(&bad, DiskError::GrubFile { path, .. } if *path == boot),
+            "{bad:?}"
+        );
+        let mut good_boot = vec![0u8; 512];
+        good_boot[510..].copy_from_slice(&[0x55, 0xAA]);
+        std::fs::write(&boot, good_boot).unwrap();
+        let bad = GrubBios::from_files(&boot, &core).unwrap_err();
+        assert!(
+            matches!(&bad, DiskError::GrubFile { path, .. } if *path == core),
+            "{bad:?}"
+        );
+        assert!(
+            std::error::Error::source(&bad)
+                .unwrap()
+                .to_string()
+                .contains("diskboot.img")
+        );
+    }
+
+    #[test]
+    fn grub_needs_one_bios_partition_that_holds_the_core_and_512_byte_sectors() {
+        let grub = grub(3);
+        for count in [0, 2] {
+            assert!(matches!(
+                disk(count, MIB).plan().unwrap().boot_area(Some(&grub)),
+                Err(DiskError::BiosPartitions(n)) if n == count
+            ));
+        }
+        assert!(matches!(
+            disk(1, 1024).plan().unwrap().boot_area(Some(&grub)),
+            Err(DiskError::CoreTooBig {
+                core: 1536,
+                room: 1024,
+                ..
+            })
+        ));
+        assert!(disk(1, 1536).plan().unwrap().boot_area(Some(&grub)).is_ok());
+        assert!(matches!(
+            disk(1, MIB)
+                .with_sector_size(4096)
+                .plan()
+                .unwrap()
+                .boot_area(Some(&grub)),
+            Err(DiskError::GrubSectorSize(4096))
+        ));
+    }
 }
