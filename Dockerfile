@@ -6,8 +6,10 @@
 # resolves the same Debian release the tests run against.
 FROM rust:1-bookworm AS build
 # `cargo xtask assets` fetches its packages with `apt-get download`, which needs the package lists
-# (the image ships without them). Nothing is installed.
-RUN apt-get update -qq
+# (the image ships without them). The only package installed is the one library grub-mkimage (run
+# from its unpacked package to make GRUB's BIOS core image) needs beyond this image's own.
+RUN apt-get update -qq \
+    && apt-get install -y -qq --no-install-recommends libdevmapper1.02.1 liblzma5
 WORKDIR /src
 COPY . .
 # The xtask is the single source of truth for which packages and files make up the assets.

@@ -24,6 +24,9 @@ packages=(
     containerd runc
     # rustc links through cc; node-init links statically against glibc (libc.a is in libc6-dev).
     gcc libc6-dev
+    # `cargo xtask assets` runs grub-mkimage from the unpacked grub-common package; these are the
+    # shared libraries it links against (ldd), which the unpacked tree does not bring.
+    libdevmapper1.02.1 liblzma5
 )
 
 if [[ $(id -u) -eq 0 ]]; then

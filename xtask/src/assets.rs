@@ -38,7 +38,7 @@ Prints DIR.
 const KERNEL_META: &str = "linux-image-amd64";
 
 /// Boot loader files: (package, path inside the package, path in the assets directory).
-const LOADER_FILES: [(&str, &str, &str); 4] = [
+const LOADER_FILES: [(&str, &str, &str); 5] = [
     (
         "isolinux",
         "usr/lib/ISOLINUX/isolinux.bin",
@@ -59,7 +59,60 @@ const LOADER_FILES: [(&str, &str, &str); 4] = [
         "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
         "efi/systemd-bootx64.efi",
     ),
+    (
+        GRUB_MODULES_PACKAGE,
+        "usr/lib/grub/i386-pc/boot.img",
+        "grub/boot.img",
+    ),
 ];
+
+/// GRUB for BIOS on the metal disk image: `boot.img` is copied (above); the core image is made
+/// here, once, by `grub-mkimage` from `grub-common` (run from its unpacked package) out of the
+/// i386-pc modules of `grub-pc-bin`. The two packages come from one `grub2` source build, and
+/// grub-mkimage refuses modules of another version, so the plan checks that they match.
+const GRUB_MODULES_PACKAGE: &str = "grub-pc-bin";
+const GRUB_TOOLS_PACKAGE: &str = "grub-common";
+const GRUB_MODULES_DIR: &str = "usr/lib/grub/i386-pc";
+const GRUB_MKIMAGE: &str = "usr/bin/grub-mkimage";
+const GRUB_CORE: &str = "grub/core.img";
+
+/// What the core image holds. Nothing is loaded from disk later (the BOOT partition carries no
+/// module files), so this is every module the metal image's grub.cfg may use: upstream Talos's
+/// list (`bootloader/grub/install.go`) minus `xfs` (our BOOT is FAT, see docs/assets.md), plus
+/// `serial` and `terminal` for a serial console. `biosdisk` reads disks through the BIOS,
+/// `part_gpt` finds the prefix partition, `fat`/`ext2` read FAT and ext2/3/4.
+const GRUB_MODULES: &[&str] = &[
+    "biosdisk",
+    "part_gpt",
+    "part_msdos",
+    "fat",
+    "ext2",
+    "normal",
+    "configfile",
+    "linux",
+    "boot",
+    "search",
+    "search_fs_uuid",
+    "search_fs_file",
+    "search_label",
+    "ls",
+    "cat",
+    "echo",
+    "test",
+    "help",
+    "reboot",
+    "halt",
+    "all_video",
+    "serial",
+    "terminal",
+];
+
+/// GRUB's prefix: `grub/` on the BOOT partition of the disk the BIOS booted from. The empty
+/// drive (`(,gpt3)`, not upstream's `(hd0,gpt3)`) makes GRUB fill in the drive it was loaded
+/// from, so the image also boots when it is not the BIOS's first disk.
+fn grub_prefix() -> String {
+    format!("(,gpt{})/grub", imager_disk::metal::BOOT_PARTITION_NUMBER)
+}
 
 const VMLINUZ: &str = "vmlinuz";
 const INITRAMFS: &str = "initramfs.xz";
@@ -203,6 +256,10 @@ struct Plan {
     kver: String,
     kernel: Deb,
     copies: Vec<Extract>,
+    /// `grub-pc-bin`: `boot.img` (one of `copies`) and the modules of the core image.
+    grub: Deb,
+    /// `grub-common`: `grub-mkimage`.
+    grub_tools: Deb,
 }
 
 impl Plan {
@@ -211,7 +268,7 @@ impl Plan {
     /// the package lists, ~1 s where apt's binary cache is disabled (as in Debian's container
     /// images).
     fn resolve(kernel_hint: Option<&str>) -> Result<Plan> {
-        let mut names = vec![KERNEL_META];
+        let mut names = vec![KERNEL_META, GRUB_TOOLS_PACKAGE];
         names.extend(kernel_hint);
         for (package, _, _) in LOADER_FILES {
             if !names.contains(&package) {
@@ -260,6 +317,15 @@ impl Plan {
             ldlinux.label()
         );
 
+        let (grub, grub_tools) = (find(GRUB_MODULES_PACKAGE)?, find(GRUB_TOOLS_PACKAGE)?);
+        ensure!(
+            grub.version == grub_tools.version,
+            "apt resolves {} but {}: grub-mkimage must come from the same GRUB build as the \
+             modules it packs; run `apt-get update` (or let the mirror finish syncing) and retry",
+            grub.label(),
+            grub_tools.label()
+        );
+
         let kernel = find(&kernel_name)?;
         let mut copies = vec![Extract {
             deb: kernel.clone(),
@@ -277,6 +343,8 @@ impl Plan {
             kver,
             kernel,
             copies,
+            grub,
+            grub_tools,
         })
     }
 
@@ -286,8 +354,18 @@ impl Plan {
         self.copies
             .iter()
             .map(|copy| &copy.deb)
+            .chain([&self.grub_tools])
             .filter(|deb| seen.insert(&deb.name))
             .collect()
+    }
+
+    /// The grub-mkimage arguments after the tool and its `-d DIR`; `out` is the core image.
+    fn grub_mkimage_args(out: &Path) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["-O".into(), "i386-pc".into(), "-o".into(), out.into()];
+        args.extend(["-p".into(), grub_prefix().into()]);
+        args.extend(GRUB_MODULES.iter().map(Into::into));
+        args
     }
 
     /// The `SOURCES` file: comparing it with the one on disk tells whether the assets are current.
@@ -298,12 +376,19 @@ impl Plan {
              # initramfs.xz holds kernel modules from the package named, \
              and node-init built from this checkout.\n",
         );
+        // The recipe is part of the text, so changing it makes the assets out of date.
+        let _ = writeln!(
+            text,
+            "# {GRUB_CORE}: grub-mkimage ({GRUB_TOOLS_PACKAGE}, same version) -O i386-pc -p {} {}",
+            grub_prefix(),
+            GRUB_MODULES.join(" ")
+        );
         let initramfs = (INITRAMFS, &self.kernel);
         let rows = self
             .copies
             .iter()
             .map(|copy| (copy.to.as_str(), &copy.deb))
-            .chain([initramfs]);
+            .chain([initramfs, (GRUB_CORE, &self.grub)]);
         for (file, deb) in rows {
             // Infallible: writing to a String.
             let _ = writeln!(text, "{file:<24} {:<28} {}", deb.name, deb.version);
@@ -478,7 +563,12 @@ fn build(out: &Path, plan: &Plan, cache: &Cache, sources: &str) -> Result<()> {
 
     cache.fetch(&plan.debs())?;
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    for dir in [tmp.clone(), tmp.join("isolinux"), tmp.join("efi")] {
+    for dir in [
+        tmp.clone(),
+        tmp.join("isolinux"),
+        tmp.join("efi"),
+        tmp.join("grub"),
+    ] {
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
 
@@ -495,6 +585,8 @@ fn build(out: &Path, plan: &Plan, cache: &Cache, sources: &str) -> Result<()> {
         fs::copy(&from, &to)
             .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
     }
+
+    make_grub_core(plan, cache, &tmp.join(GRUB_CORE))?;
 
     let node_init = initramfs::build_node_init(&util::workspace_root())?;
     let modules_root = plan.modules_root(&cache.unpacked(&plan.kernel)?)?;
@@ -526,6 +618,31 @@ fn build(out: &Path, plan: &Plan, cache: &Cache, sources: &str) -> Result<()> {
     Ok(())
 }
 
+/// Makes GRUB's i386-pc core image with `grub-mkimage` run from its unpacked package: the
+/// result is the same bytes on every run for the same packages (no time or path goes in).
+fn make_grub_core(plan: &Plan, cache: &Cache, out: &Path) -> Result<()> {
+    let modules = cache.unpacked(&plan.grub)?.join(GRUB_MODULES_DIR);
+    let mkimage = cache.unpacked(&plan.grub_tools)?.join(GRUB_MKIMAGE);
+    ensure!(
+        modules.join("moddep.lst").is_file() && mkimage.is_file(),
+        "{} or {} lacks /{GRUB_MODULES_DIR} or /{GRUB_MKIMAGE}",
+        plan.grub.label(),
+        plan.grub_tools.label()
+    );
+    let mut cmd = Command::new(&mkimage);
+    cmd.arg("-d")
+        .arg(&modules)
+        .args(Plan::grub_mkimage_args(out));
+    util::run_quiet(&mut cmd).with_context(|| {
+        format!(
+            "cannot make GRUB's core image with {}; it runs from the unpacked package and needs \
+             the shared libraries of {GRUB_TOOLS_PACKAGE} (libdevmapper1.02.1, liblzma5) \
+             installed: scripts/setup.sh installs them",
+            mkimage.display()
+        )
+    })
+}
+
 /// Refuses to replace an existing `out` that is not an assets directory: `--out ~` must not cost
 /// anyone their home directory.
 fn check_replaceable(out: &Path) -> Result<()> {
@@ -537,7 +654,7 @@ fn check_replaceable(out: &Path) -> Result<()> {
                 .with_context(|| format!("cannot read the directory --out {}", out.display()));
         }
     };
-    let known = [VMLINUZ, INITRAMFS, SOURCES, "isolinux", "efi"];
+    let known = [VMLINUZ, INITRAMFS, SOURCES, "isolinux", "efi", "grub"];
     for entry in entries {
         let entry =
             entry.with_context(|| format!("cannot read the directory --out {}", out.display()))?;
@@ -816,6 +933,24 @@ mod tests {
         .unwrap();
         assert_eq!(deb.file_name(), "isolinux_3%3a6.04-3_all.deb");
         assert!(Deb::from_stanza(&Stanza::parse_all("Package: x\nVersion: 1\n")[0]).is_err());
+    }
+
+    #[test]
+    fn grub_core_reads_grub_cfg_from_boot_on_the_booted_disk() {
+        let args: Vec<String> = Plan::grub_mkimage_args(Path::new("/x/core.img"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args[..6],
+            ["-O", "i386-pc", "-o", "/x/core.img", "-p", "(,gpt3)/grub"]
+        );
+        // BIOS disk access, the GPT, and both file systems GRUB may find on BOOT.
+        for module in [
+            "biosdisk", "part_gpt", "fat", "ext2", "normal", "linux", "serial",
+        ] {
+            assert!(args[6..].contains(&module.to_owned()), "{module}");
+        }
     }
 
     #[test]
