@@ -150,7 +150,10 @@ mod tests {
             (5 * G / 2 + 1, 4),
             (10 * G, 12),
             (10 * G + 1, 13),
-            (u64::MAX, (u128::from(u64::MAX) * 6).div_ceil(5 << 30) as u64),
+            (
+                u64::MAX,
+                (u128::from(u64::MAX) * 6).div_ceil(5 << 30) as u64,
+            ),
         ] {
             assert_eq!(volume_max_size_gib(bytes), gib, "{bytes} bytes");
             assert!(u128::from(gib) * (5 << 30) >= u128::from(bytes) * 6);

@@ -206,11 +206,7 @@ pub struct K8sVersions {
 
 /// Upstream's tag rule (`flags.Semver`): the value parsed tolerantly and printed canonically,
 /// with a `v` exactly when the default has one, whatever the user typed.
-fn tag(
-    flag: &'static str,
-    default: &str,
-    value: Option<&str>,
-) -> Result<String, ImagesError> {
+fn tag(flag: &'static str, default: &str, value: Option<&str>) -> Result<String, ImagesError> {
     let Some(value) = value else {
         return Ok(default.to_owned());
     };
@@ -248,19 +244,30 @@ pub fn k8s_bundle(
     let flannel = reference(
         "--flannel-version",
         &format!("{SIDEROLABS}/flannel"),
-        &tag("--flannel-version", release.flannel, versions.flannel.as_deref())?,
+        &tag(
+            "--flannel-version",
+            release.flannel,
+            versions.flannel.as_deref(),
+        )?,
     )?;
     let coredns = reference(
         "--coredns-version",
         "registry.k8s.io/coredns/coredns",
-        &tag("--coredns-version", release.coredns, versions.coredns.as_deref())?,
+        &tag(
+            "--coredns-version",
+            release.coredns,
+            versions.coredns.as_deref(),
+        )?,
     )?;
     let etcd = reference(
         "--etcd-version",
         release.etcd_image,
         &tag("--etcd-version", release.etcd, versions.etcd.as_deref())?,
     )?;
-    let knp = match (release.kube_network_policies, &versions.kube_network_policies) {
+    let knp = match (
+        release.kube_network_policies,
+        &versions.kube_network_policies,
+    ) {
         (Some(default), value) => Some(reference(
             "--kube-network-policies-version",
             "registry.k8s.io/networking/kube-network-policies",
@@ -372,7 +379,12 @@ mod tests {
         assert_eq!(Release::newest().source, "v1.13.9");
         for r in RELEASES {
             let v = Version::parse(r.source).unwrap();
-            assert_eq!((v.major, v.minor), r.talos, "{} is of its row's minor", r.source);
+            assert_eq!(
+                (v.major, v.minor),
+                r.talos,
+                "{} is of its row's minor",
+                r.source
+            );
             // Every default gives valid references.
             k8s_bundle(r, &v, &K8sVersions::default()).unwrap();
         }
@@ -414,7 +426,13 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(err, ImagesError::Reference { flag: "--k8s-version", .. }),
+            matches!(
+                err,
+                ImagesError::Reference {
+                    flag: "--k8s-version",
+                    ..
+                }
+            ),
             "{err}"
         );
         let old = Release::for_talos(&Version::parse("v1.12.0").unwrap()).unwrap();
@@ -436,7 +454,10 @@ mod tests {
 
     #[test]
     fn talos_bundle_range_and_installer() {
-        assert_eq!(talos_bundle("v1.13.9").unwrap()[0], "ghcr.io/siderolabs/installer:v1.13.9");
+        assert_eq!(
+            talos_bundle("v1.13.9").unwrap()[0],
+            "ghcr.io/siderolabs/installer:v1.13.9"
+        );
         assert_eq!(talos_bundle("v1.13.9").unwrap().len(), 7);
         assert_eq!(
             talos_bundle("v1.14.0-alpha.0").unwrap()[0],
@@ -454,7 +475,13 @@ mod tests {
                 "{bad}"
             );
         }
-        assert!(matches!(talos_bundle("1.13.9"), Err(ImagesError::NoV { .. })));
-        assert!(matches!(talos_bundle("vx"), Err(ImagesError::Version { .. })));
+        assert!(matches!(
+            talos_bundle("1.13.9"),
+            Err(ImagesError::NoV { .. })
+        ));
+        assert!(matches!(
+            talos_bundle("vx"),
+            Err(ImagesError::Version { .. })
+        ));
     }
 }

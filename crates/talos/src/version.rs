@@ -342,13 +342,23 @@ mod tests {
                 Version::parse(pair[0]).unwrap(),
                 Version::parse(pair[1]).unwrap(),
             );
-            assert_eq!(a.precedence(&b), Ordering::Less, "{} < {}", pair[0], pair[1]);
+            assert_eq!(
+                a.precedence(&b),
+                Ordering::Less,
+                "{} < {}",
+                pair[0],
+                pair[1]
+            );
             assert_eq!(b.precedence(&a), Ordering::Greater);
             assert!(b.at_least(&a) && !a.at_least(&b));
         }
         let a = Version::parse("v1.9.0+a").unwrap();
         let b = Version::parse("v1.9.0+b").unwrap();
-        assert_eq!(a.precedence(&b), Ordering::Equal, "build metadata does not count");
+        assert_eq!(
+            a.precedence(&b),
+            Ordering::Equal,
+            "build metadata does not count"
+        );
         assert!(a.at_least(&b) && b.at_least(&a));
         assert_eq!(
             Version::parse("v1.14.0-alpha.1").unwrap(),
@@ -375,7 +385,16 @@ mod tests {
                 "{input:?}"
             );
         }
-        for bad in ["", "v", "x", "1.33-rc.1", "1.33.x", "1.2.3.4", "1.2.3-", "1.2.3/x"] {
+        for bad in [
+            "",
+            "v",
+            "x",
+            "1.33-rc.1",
+            "1.33.x",
+            "1.2.3.4",
+            "1.2.3-",
+            "1.2.3/x",
+        ] {
             assert!(Version::parse_tolerant(bad).is_err(), "{bad:?}");
         }
     }

@@ -244,7 +244,10 @@ mod tests {
     #[test]
     fn nesting_lists_and_documents() {
         let doc = Node::map([
-            ("a", Node::map([("b", Node::Bool(true)), ("c", Node::Bool(false))])),
+            (
+                "a",
+                Node::map([("b", Node::Bool(true)), ("c", Node::Bool(false))]),
+            ),
             (
                 "l",
                 Node::List(vec![
