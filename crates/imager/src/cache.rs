@@ -432,6 +432,10 @@ pub struct ServeArgs {
     /// is containerd's config_path, and DIR/talos-registry-mirrors.yaml).
     #[arg(long, value_name = "DIR", requires = "mirror")]
     write_config: Option<PathBuf>,
+    /// With --mirror: the Talos version the patch is for (before v1.12.0-beta.0 mirrors go under
+    /// machine.registries.mirrors) [default: RegistryMirrorConfig documents, v1.12 on].
+    #[arg(long, value_name = "vX.Y.Z", requires = "mirror")]
+    talos_version: Option<String>,
     /// Platform whose image is read from a multi-platform oci-wrapped layout.
     #[arg(long, default_value = "linux/amd64")]
     platform: String,
@@ -444,8 +448,20 @@ pub struct ServeArgs {
 }
 
 fn serve(mut args: ServeArgs) -> Result<()> {
-    use imager_registryd::{Config, Root, Server, TlsFiles, mirror};
+    use imager_registryd::{Config, Root, Server, TlsFiles};
+    use imager_talos::{MirrorStyle, mirror, write};
     args.image_cache_path.append(&mut args.paths);
+    let style = match &args.talos_version {
+        Some(v) => MirrorStyle::for_version(Some(
+            &imager_talos::Version::parse(v).context("--talos-version")?,
+        )),
+        None => MirrorStyle::for_version(None),
+    };
+    let registries = if args.mirror.is_empty() {
+        Vec::new()
+    } else {
+        mirror::parse_registries(&args.mirror)?
+    };
     let mut roots = Vec::new();
     for path in &args.image_cache_path {
         let input = InputArgs {
@@ -491,11 +507,12 @@ fn serve(mut args: ServeArgs) -> Result<()> {
             });
         }
         let url = format!("{scheme}://{reach}");
-        if !args.mirror.is_empty() {
-            let registries = mirror::parse_registries(&args.mirror)?;
+        if !registries.is_empty() {
             match &args.write_config {
                 Some(dir) => {
-                    for file in mirror::write_config(dir, &registries, &url)? {
+                    for file in write::write_mirror_config(dir, &registries, &url, style)
+                        .context("--write-config")?
+                    {
                         eprintln!("wrote {}", file.display());
                     }
                 }
@@ -506,7 +523,7 @@ fn serve(mut args: ServeArgs) -> Result<()> {
                     println!(
                         "# Talos machine-config patch ({})\n{}",
                         mirror::TALOS_PATCH_FILE,
-                        mirror::talos_patch(&registries, &url)
+                        mirror::talos_patch(style, &registries, &url)
                     );
                 }
             }

@@ -47,6 +47,10 @@ pub struct IsoArgs {
     /// Target architecture.
     #[arg(long, default_value = "amd64")]
     arch: String,
+    /// Also write the machine-config patch that makes a node of --version use the cache (the
+    /// image cache turned on, the IMAGECACHE volume sized for it) to DIR/talos-image-cache.yaml.
+    #[arg(long, value_name = "DIR", requires = "image_cache")]
+    write_config: Option<PathBuf>,
 }
 
 pub fn run(args: IsoArgs) -> Result<()> {
@@ -101,6 +105,7 @@ pub fn run(args: IsoArgs) -> Result<()> {
             job.label()
         );
     }
+    crate::talos_config::report(job.cache(), &request.version, args.write_config.as_deref())?;
     let bar = ProgressBar::new(job.size()).with_style(
         ProgressStyle::with_template(
             "{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",

@@ -4,6 +4,7 @@
 mod cache;
 mod images;
 mod iso;
+mod talos_config;
 
 use std::process::ExitCode;
 

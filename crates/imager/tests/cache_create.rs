@@ -222,19 +222,27 @@ fn images_default() {
     assert!(o.status.success());
     let stdout = text(&o.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 9);
-    assert_eq!(lines[0], "registry.k8s.io/kube-apiserver:v1.33.4");
+    assert_eq!(lines.len(), 10);
+    assert_eq!(lines[4], "registry.k8s.io/kube-apiserver:v1.33.4");
     assert!(lines.contains(&"ghcr.io/siderolabs/kubelet:v1.33.4"));
     // Ready for `cache create --images=-`: every line parses as a reference.
     imager_cache::create::parse_image_list(&stdout).unwrap();
+    // Any Kubernetes version: the tags follow it.
     let o = imager(
         &["images", "default", "--k8s-version", "v1.99.0"],
         "",
         dir.path(),
     );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("registry.k8s.io/kube-proxy:v1.99.0\n"));
+    let o = imager(
+        &["images", "default", "--k8s-version", "latest"],
+        "",
+        dir.path(),
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        text(&o.stderr).contains("supported: 1.33"),
+        text(&o.stderr).contains("--k8s-version: invalid semantic version \"latest\""),
         "{}",
         text(&o.stderr)
     );

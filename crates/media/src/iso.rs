@@ -271,6 +271,11 @@ impl IsoJob {
         self.cache.as_ref().map(Cache::form)
     }
 
+    /// The image cache going on the medium, as opened, if one was given.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_ref()
+    }
+
     /// The volume label.
     pub fn label(&self) -> &str {
         &self.label

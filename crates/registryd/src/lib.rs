@@ -28,7 +28,6 @@ mod conn;
 pub mod error;
 pub mod fsafe;
 pub mod http1;
-pub mod mirror;
 pub mod pool;
 pub mod range;
 pub mod route;

@@ -1,5 +1,5 @@
 //! The on-node path, with the real client: a private containerd (own root, state and socket)
-//! whose hosts directory (written by `mirror::write_config`) sends every registry to the server
+//! whose hosts directory (written by `imager_talos::write::write_mirror_config`) sends every registry to the server
 //! and whose upstream is a closed loopback port, so anything not served by us fails the pull.
 //! `ctr image pull` pulls every cached image, from two roots; then `ctr run` runs a busybox
 //! image built in the test from Debian's static busybox, which prints `ok`. Parametrized by the
@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 use super::forms::Form;
 use super::{Cached, Fixture, TestServer, demo_cache, require, sha256_hex, write_cache};
 use imager_registry::testing::{Blob, TestImage};
-use imager_registryd::{Config, mirror};
+use imager_registryd::Config;
+use imager_talos::MirrorStyle;
+use imager_talos::mirror;
+use imager_talos::write::write_mirror_config;
 
 const NAMESPACE: &str = "imager-test";
 
@@ -246,7 +249,13 @@ pub fn containerd_pulls_every_cached_image_and_runs_one(form: Form) {
     // the upstream replaced by a port nothing listens on.
     let hosts = tempfile::tempdir().unwrap();
     let registries = mirror::parse_registries(&["docker.io,ghcr.io,registry.example.com"]).unwrap();
-    mirror::write_config(hosts.path(), &registries, &format!("http://{}", s.host())).unwrap();
+    write_mirror_config(
+        hosts.path(),
+        &registries,
+        &format!("http://{}", s.host()),
+        MirrorStyle::RegistryMirrorConfig,
+    )
+    .unwrap();
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
