@@ -26,6 +26,7 @@ mod gpt;
 pub mod grub;
 mod guid;
 pub mod metal;
+pub mod read;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
