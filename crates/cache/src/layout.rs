@@ -192,7 +192,9 @@ impl LayoutError {
         match self {
             Self::Layer { source, .. } => match source.as_ref() {
                 LayerReadError::Tar(crate::tar_layer::TarLayerError::NoRoom {
-                    declared, room, ..
+                    declared,
+                    room,
+                    ..
                 }) => Some((*declared, *room)),
                 _ => None,
             },

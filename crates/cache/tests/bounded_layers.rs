@@ -140,10 +140,18 @@ fn listing_stops_where_the_declared_files_pass_the_room() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wrapped");
-    write_wrapped(&dir, &[("linux/amd64", gzip(&l, flate2::Compression::fast()))]);
+    write_wrapped(
+        &dir,
+        &[("linux/amd64", gzip(&l, flate2::Compression::fast()))],
+    );
     let room = (5 << 20) / 2;
     let err = Cache::open_within(&dir, &ReadOptions::default(), room).unwrap_err();
-    assert_eq!(err.no_room(), Some(((3 << 20) + 4, room)), "{}", chain(&err));
+    assert_eq!(
+        err.no_room(),
+        Some(((3 << 20) + 4, room)),
+        "{}",
+        chain(&err)
+    );
     let msg = chain(&err);
     assert!(msg.contains("\"blob/sha256-3\""), "{msg}");
     assert!(

@@ -34,7 +34,10 @@ fn assert_no_room(dir: &Path, cache: &Path, needs: &str) {
     let err = String::from_utf8_lossy(&result.stderr);
     assert!(!result.status.success(), "accepted:\n{err}");
     for needle in ["--output", needs, "and its file system has", "free"] {
-        assert!(err.contains(needle), "the error does not say {needle:?}:\n{err}");
+        assert!(
+            err.contains(needle),
+            "the error does not say {needle:?}:\n{err}"
+        );
     }
     let left = common::files_under(&out);
     assert!(left.is_empty(), "left behind: {left:?}");
@@ -128,7 +131,11 @@ fn a_compressed_layer_declaring_more_than_the_free_space_is_refused_unexpanded()
         serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [top]})).unwrap(),
     )
     .unwrap();
-    std::fs::write(cache.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        cache.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     assert_no_room(
         dir.path(),
         &cache,

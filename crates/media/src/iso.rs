@@ -201,22 +201,20 @@ impl IsoJob {
                     )?,
                     ref_prefix: req.image_cache_ref_prefix.clone(),
                 };
-                Some(
-                    Cache::open_within(input, &opts, room).map_err(|source| {
-                        match source.no_room() {
-                            Some((declared, room)) => IsoError::NoRoom {
-                                path: req.output_dir.clone(),
-                                needed: declared,
-                                available: room,
-                                at_least: true,
-                            },
-                            None => IsoError::CacheRead {
-                                path: input.clone(),
-                                source: Box::new(source),
-                            },
-                        }
-                    })?,
-                )
+                Some(Cache::open_within(input, &opts, room).map_err(
+                    |source| match source.no_room() {
+                        Some((declared, room)) => IsoError::NoRoom {
+                            path: req.output_dir.clone(),
+                            needed: declared,
+                            available: room,
+                            at_least: true,
+                        },
+                        None => IsoError::CacheRead {
+                            path: input.clone(),
+                            source: Box::new(source),
+                        },
+                    },
+                )?)
             }
             None => None,
         };
