@@ -185,6 +185,24 @@ pub enum LayoutError {
     Flat(#[from] FlatError),
 }
 
+impl LayoutError {
+    /// For a compressed layer refused by [`crate::Cache::open_within`] for want of room: the file
+    /// data declared up to where it stopped, and the room.
+    pub fn no_room(&self) -> Option<(u64, u64)> {
+        match self {
+            Self::Layer { source, .. } => match source.as_ref() {
+                LayerReadError::Tar(crate::tar_layer::TarLayerError::NoRoom {
+                    declared,
+                    room,
+                    ..
+                }) => Some((*declared, *room)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 type Result<T, E = LayoutError> = std::result::Result<T, E>;
 
 #[derive(Deserialize)]

@@ -70,6 +70,8 @@ struct LayerStream {
     compression: Compression,
     /// Entry index of each file, in stream order.
     order: Vec<usize>,
+    /// The decompressed stream's length when listed: reading it again, not a byte more is taken.
+    expanded: u64,
 }
 
 /// A cache opened in place. See the module documentation.
@@ -90,6 +92,14 @@ impl Cache {
     /// Opens any accepted form: a flat tree (a directory with `manifests/` or `blob/`), an OCI
     /// image layout (oci-wrapped or plain), or an ISO 9660 image with `imagecache/`.
     pub fn open(input: &Path, opts: &ReadOptions) -> Result<Self, LayoutError> {
+        Self::open_within(input, opts, u64::MAX)
+    }
+
+    /// [`Cache::open`] for a consumer with room for at most `room` bytes of file data: listing a
+    /// compressed layer stops, refused, at the first header whose file takes the data declared
+    /// past `room`, before its bytes are expanded (forms read in place expand nothing; their
+    /// consumer checks their size against its room).
+    pub fn open_within(input: &Path, opts: &ReadOptions, room: u64) -> Result<Self, LayoutError> {
         let open_err = |source| LayoutError::Open {
             path: input.to_owned(),
             source,
@@ -120,7 +130,7 @@ impl Cache {
         };
         let layout = OciLayout::open(input)?;
         match layout.wrapped_candidates()? {
-            Some(candidates) => open_wrapped(&layout, &candidates, &opts.platform),
+            Some(candidates) => open_wrapped(&layout, &candidates, &opts.platform, room),
             None => {
                 let images =
                     name_descriptors(&layout.path, &layout.index.manifests, prefix.as_ref())?;
@@ -257,7 +267,12 @@ impl Cache {
             source,
         })?;
         let mut ordinal = 0usize;
-        let (digest, size) = tar_layer::read_layer(file, stream.compression, |tf, r| {
+        // The layer is read again: it may hold what it held when listed, and nothing more.
+        let bounds = tar_layer::Bounds {
+            data: u64::MAX,
+            expanded: stream.expanded,
+        };
+        let read = tar_layer::read_layer(file, stream.compression, bounds, |tf, r| {
             let Some(&index) = stream.order.get(ordinal) else {
                 return Err(io::Error::other(format!(
                     "{}: more files than when it was listed",
@@ -279,7 +294,7 @@ impl Cache {
             digest: stream.descriptor.digest,
             source: Box::new(source),
         })?;
-        check_blob(&stream.blob, &stream.descriptor, digest, size)?;
+        check_blob(&stream.blob, &stream.descriptor, read.digest, read.size)?;
         Ok(())
     }
 
@@ -650,6 +665,7 @@ fn open_wrapped(
     layout: &OciLayout,
     candidates: &[Candidate],
     wanted: &Platform,
+    room: u64,
 ) -> Result<Cache, LayoutError> {
     let chosen = layout.choose_wrapped(candidates, wanted)?;
     let layer = candidates[chosen].manifest.layers[0].clone();
@@ -707,7 +723,11 @@ fn open_wrapped(
             // Listing a compressed layer is one pass over it (hashed on the way); the data is
             // read again, once, by whoever consumes it.
             let mut listed = Vec::new();
-            let (digest, size) = tar_layer::read_layer(file, compression, |tf, _| {
+            let bounds = tar_layer::Bounds {
+                data: room,
+                ..tar_layer::Bounds::FORMAT
+            };
+            let read = tar_layer::read_layer(file, compression, bounds, |tf, _| {
                 listed.push(Entry {
                     path: tf.path.clone(),
                     size: tf.size,
@@ -718,7 +738,7 @@ fn open_wrapped(
                 Ok(())
             })
             .map_err(layer_err)?;
-            check_blob(&blob, &layer, digest, size)?;
+            check_blob(&blob, &layer, read.digest, read.size)?;
             let entries = sorted(listed, &blob)?;
             let mut order = vec![0; entries.len()];
             for (i, e) in entries.iter().enumerate() {
@@ -731,6 +751,7 @@ fn open_wrapped(
                 descriptor: layer.clone(),
                 compression,
                 order,
+                expanded: read.expanded,
             };
             (entries, Some(stream))
         }

@@ -25,9 +25,16 @@ use crate::flat::{BLOB_DIR, MANIFESTS_DIR};
 pub const BLOCK: usize = 512;
 const BLOCK_U64: u64 = BLOCK as u64;
 
-/// The largest GNU long name or PAX extended header read. Names in a cache are a few hundred bytes;
-/// the cap keeps a hostile header from making us allocate the size it claims.
+/// The most data of long names, long link names and PAX extended headers (local and global) that
+/// may come before one entry, together. Names in a cache are a few hundred bytes; the cap keeps a
+/// hostile header from making us allocate the size it claims, and a run of such headers from
+/// making us expand a compressed stream that no file accounts for.
 pub const MAX_META_SIZE: u64 = 1 << 20;
+
+/// The most bytes a layer may hold after its end-of-archive block: record padding (GNU tar pads to
+/// 10 KiB records by default; a blocking factor of 2048, the largest in use, to 1 MiB). More is
+/// refused, so that a compressed layer cannot make us expand data no header declares.
+pub const MAX_TRAILING: u64 = 1 << 20;
 
 /// A regular file of the layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,10 +159,16 @@ pub enum Malformed {
         end: u64,
         len: u64,
     },
-    /// A GNU long name or PAX extended header larger than [`MAX_META_SIZE`].
+    /// Long names and PAX extended headers before one entry larger than [`MAX_META_SIZE`].
     MetaTooLarge {
         size: u64,
     },
+    /// A directory entry with data: nothing would use it, and no file accounts for it.
+    DirectoryData {
+        size: u64,
+    },
+    /// More than [`MAX_TRAILING`] bytes after the end-of-archive block.
+    TrailingData,
     Pax(&'static str),
     /// A long name or PAX header is the last entry.
     OrphanMeta,
@@ -182,7 +195,15 @@ impl fmt::Display for Malformed {
             ),
             Self::MetaTooLarge { size } => write!(
                 f,
-                "a long name or PAX header of {size} bytes (at most {MAX_META_SIZE} are read)"
+                "{size} bytes of long names and PAX headers for one entry (at most {MAX_META_SIZE} \
+                 are read)"
+            ),
+            Self::DirectoryData { size } => {
+                write!(f, "a directory entry with {size} bytes of data")
+            }
+            Self::TrailingData => write!(
+                f,
+                "more than {MAX_TRAILING} bytes follow the end-of-archive block"
             ),
             Self::Pax(why) => write!(f, "malformed PAX extended header: {why}"),
             Self::OrphanMeta => {
@@ -205,12 +226,22 @@ pub enum TarLayerError {
         #[source]
         source: io::Error,
     },
+    /// The files declared so far need more room than the reader was given
+    /// ([`Bounds::data`]).
+    #[error(
+        "{at}: the layer's files come to at least {declared} bytes, more than the {room} bytes \
+         there is room for"
+    )]
+    NoRoom { at: At, declared: u64, room: u64 },
 }
 
 impl TarLayerError {
     pub fn at(&self) -> &At {
         match self {
-            Self::Refused { at, .. } | Self::Malformed { at, .. } | Self::Read { at, .. } => at,
+            Self::Refused { at, .. }
+            | Self::Malformed { at, .. }
+            | Self::Read { at, .. }
+            | Self::NoRoom { at, .. } => at,
         }
     }
 }
@@ -522,6 +553,8 @@ trait Source {
     fn read_meta(&mut self, offset: u64, len: usize) -> io::Result<Vec<u8>>;
     /// Goes on at `offset`, past data not read; `UnexpectedEof` if the layer ends before it.
     fn skip_to(&mut self, offset: u64) -> io::Result<()>;
+    /// How many bytes the layer holds from `offset` on, counting no further than `limit + 1`.
+    fn rest(&mut self, offset: u64, limit: u64) -> io::Result<u64>;
 }
 
 struct Blob<'a> {
@@ -557,6 +590,10 @@ impl Source for Blob<'_> {
 
     fn skip_to(&mut self, _offset: u64) -> io::Result<()> {
         Ok(())
+    }
+
+    fn rest(&mut self, offset: u64, _limit: u64) -> io::Result<u64> {
+        Ok(self.len.saturating_sub(offset))
     }
 }
 
@@ -606,6 +643,27 @@ impl<R: Read> Source for Stream<R> {
         }
         Ok(())
     }
+
+    fn rest(&mut self, offset: u64, limit: u64) -> io::Result<u64> {
+        debug_assert!(offset >= self.pos);
+        let want = limit.saturating_add(1);
+        let mut buf = [0u8; 8192];
+        let mut read = 0u64;
+        while read < want {
+            let n = usize::try_from(want - read).map_or(buf.len(), |w| w.min(buf.len()));
+            match self.inner.read(&mut buf[..n]) {
+                Ok(0) => break,
+                Ok(n) => read += n as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // What follows the tar is not the archive: bytes the decompressor cannot make
+                // sense of (a gzip stream padded with zeros) end it here, and the blob's digest
+                // decides whether they belong (a file that cannot be read fails that too).
+                Err(_) => break,
+            }
+        }
+        self.pos += read;
+        Ok(read)
+    }
 }
 
 /// Exactly one file's bytes of a stream: ending early is an error, not a short file.
@@ -648,9 +706,12 @@ fn round_up(n: u64) -> Option<u64> {
 }
 
 /// The one loop: checks every header and calls `on_file` for each regular file, positioned at
-/// its data. Returns the directories.
+/// its data. Returns the directories. Every byte it makes the source read is accounted for by a
+/// header: a regular file's declared size (their sum at most `max_data`), at most
+/// [`MAX_META_SIZE`] of metadata per entry, and at most [`MAX_TRAILING`] after the end.
 fn scan<S: Source, E>(
     src: &mut S,
+    max_data: u64,
     mut on_file: impl FnMut(&mut S, &TarFile, u64) -> Result<(), WalkError<E>>,
 ) -> Result<Vec<String>, WalkError<E>> {
     let mut taken = Taken::default();
@@ -659,6 +720,9 @@ fn scan<S: Source, E>(
     let mut pax = Pax::default();
     // Whether a long name, long link name or PAX header awaits its entry.
     let mut pending = false;
+    // Metadata bytes since the last entry, and file data declared so far.
+    let mut meta = 0u64;
+    let mut data = 0u64;
     let mut offset = 0u64;
     let mut block = [0u8; BLOCK];
     loop {
@@ -701,6 +765,13 @@ fn scan<S: Source, E>(
                 if block[..got].iter().any(|&b| b != 0) {
                     return Err(malformed(Malformed::LoneZeroBlock, None, &previous));
                 }
+                let end = offset + BLOCK_U64 + got as u64;
+                let rest = src
+                    .rest(end, MAX_TRAILING)
+                    .map_err(|e| read_err(e, None, &previous))?;
+                if rest > MAX_TRAILING {
+                    return Err(malformed(Malformed::TrailingData, None, &previous));
+                }
                 return Ok(taken.into_dirs());
             }
             Err((problem, name)) => {
@@ -734,11 +805,14 @@ fn scan<S: Source, E>(
             let problem = Malformed::DataPastEnd { end, len };
             return Err(malformed(problem, name_of(&raw_name), &previous));
         }
-        let read_meta = |src: &mut S| {
-            if size > MAX_META_SIZE {
-                let problem = Malformed::MetaTooLarge { size };
+        if is_meta {
+            meta = meta.saturating_add(size);
+            if meta > MAX_META_SIZE {
+                let problem = Malformed::MetaTooLarge { size: meta };
                 return Err(malformed(problem, name_of(&raw_name), &previous));
             }
+        }
+        let read_meta = |src: &mut S| {
             // MAX_META_SIZE fits any usize.
             src.read_meta(data_offset, size as usize)
                 .map_err(|e| match e.kind() {
@@ -775,11 +849,16 @@ fn scan<S: Source, E>(
             Kind::Refused(refusal) => return Err(refused(refusal)),
             Kind::File | Kind::Dir => {
                 pending = false;
+                meta = 0;
                 if std::mem::take(&mut pax.sparse) {
                     return Err(refused(Refusal::Sparse));
                 }
                 // Old (pre-ustar) archives mark directories only by a trailing slash.
                 let is_dir = matches!(kind, Kind::Dir) || raw_name.ends_with(b"/");
+                if is_dir && size > 0 {
+                    let problem = Malformed::DirectoryData { size };
+                    return Err(malformed(problem, name_of(&raw_name), &previous));
+                }
                 let path = normalize(&raw_name).map_err(refused)?;
                 match path {
                     None if is_dir => {}
@@ -791,6 +870,14 @@ fn scan<S: Source, E>(
                     Some(p) => {
                         taken.add(&p, is_dir).map_err(refused)?;
                         if !is_dir {
+                            data = data.saturating_add(size);
+                            if data > max_data {
+                                return Err(WalkError::Layer(TarLayerError::NoRoom {
+                                    at: at(Some(p), &previous),
+                                    declared: data,
+                                    room: max_data,
+                                }));
+                            }
                             let file = TarFile {
                                 path: p,
                                 size,
@@ -821,7 +908,7 @@ fn scan<S: Source, E>(
 pub fn index(file: &File, len: u64) -> Result<TarIndex, TarLayerError> {
     let mut files = Vec::new();
     let mut src = Blob { file, len };
-    let dirs = scan::<_, std::convert::Infallible>(&mut src, |_, f, _| {
+    let dirs = scan::<_, std::convert::Infallible>(&mut src, u64::MAX, |_, f, _| {
         files.push(f.clone());
         Ok(())
     })
@@ -840,6 +927,16 @@ pub fn index(file: &File, len: u64) -> Result<TarIndex, TarLayerError> {
 /// `stream` is read in blocks of 512 bytes; pass a buffered reader if reads are costly.
 pub fn walk<R: Read, E>(
     stream: R,
+    visit: impl FnMut(&TarFile, &mut dyn Read) -> Result<(), E>,
+) -> Result<(), WalkError<E>> {
+    walk_within(stream, u64::MAX, visit)
+}
+
+/// [`walk`], refusing ([`TarLayerError::NoRoom`]) a layer whose regular files' declared sizes come
+/// to more than `max_data`, at the header that passes it, before its data is read.
+pub fn walk_within<R: Read, E>(
+    stream: R,
+    max_data: u64,
     mut visit: impl FnMut(&TarFile, &mut dyn Read) -> Result<(), E>,
 ) -> Result<(), WalkError<E>> {
     let mut src = Stream {
@@ -848,7 +945,7 @@ pub fn walk<R: Read, E>(
         ended: false,
         failed: None,
     };
-    scan(&mut src, |src, file, offset| {
+    scan(&mut src, max_data, |src, file, offset| {
         let at = || At {
             offset,
             entry: Some(file.path.clone()),
@@ -1137,6 +1234,67 @@ pub enum LayerReadError {
         "a zstd-compressed layer is not supported; re-create the cache (imager cache create writes an uncompressed layer)"
     )]
     Zstd,
+    /// The (decompressed) stream goes on past [`Bounds::expanded`]: the layer is not the one that
+    /// was listed.
+    #[error("the layer expands past the {limit} bytes it held when it was listed")]
+    Grew { limit: u64 },
+}
+
+/// Bounds on what reading a layer as a stream may cost, on top of the format's own
+/// ([`MAX_META_SIZE`], [`MAX_TRAILING`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// The most file data (the sum of the regular files' declared sizes) the caller has room for:
+    /// a header declaring more is refused before its data is expanded.
+    pub data: u64,
+    /// The most bytes the decompressed tar stream may have (what a listing measured).
+    pub expanded: u64,
+}
+
+impl Bounds {
+    /// Only the format's own bounds.
+    pub const FORMAT: Self = Self {
+        data: u64::MAX,
+        expanded: u64::MAX,
+    };
+}
+
+/// What [`read_layer`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerRead {
+    /// The digest and length of the blob's own (compressed) bytes.
+    pub digest: crate::Digest,
+    pub size: u64,
+    /// The length of the decompressed tar stream, up to the last byte read (trailing padding
+    /// included).
+    pub expanded: u64,
+}
+
+/// A reader that stops at `limit` bytes: one more is an error, and marked, so that the caller can
+/// tell it from the layer's own failures.
+struct Limited<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+    exceeded: bool,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let left = self.limit - self.read;
+        // At the limit, one byte more tells an end from a stream that goes on.
+        let want = usize::try_from(left).map_or(buf.len(), |l| l.clamp(1, buf.len()));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > left {
+            self.exceeded = true;
+            return Err(io::Error::other("the layer goes on past its bound"));
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 /// Reads the layer blob `blob` as one stream: decompressed as `compression` says, walked as a tar
@@ -1144,11 +1302,14 @@ pub enum LayerReadError {
 /// bytes. The blob's own bytes are hashed as they pass (read to the end, past the tar's end
 /// blocks and the gzip trailer), so the caller compares the result with the layer's descriptor:
 /// one read of the blob, however big.
+///
+/// What it expands is bounded by the headers (see [`walk`]) and by `bounds`.
 pub fn read_layer(
     blob: impl Read,
     compression: Compression,
+    bounds: Bounds,
     mut visit: impl FnMut(&TarFile, &mut dyn Read) -> io::Result<()>,
-) -> Result<(crate::Digest, u64), LayerReadError> {
+) -> Result<LayerRead, LayerReadError> {
     let mut hashing =
         crate::digest::HashingReader::new(io::BufReader::with_capacity(1 << 20, blob));
     let mut visit = |f: &TarFile, r: &mut dyn Read| {
@@ -1157,25 +1318,38 @@ pub fn read_layer(
             source,
         })
     };
-    let walked = match compression {
-        Compression::None => walk(&mut hashing, &mut visit),
-        Compression::Gzip => {
-            let mut decoder = flate2::read::MultiGzDecoder::new(&mut hashing);
-            let walked = walk(&mut decoder, &mut visit);
-            // Past the tar's end: the rest of the gzip stream is only read so that every byte
-            // of the blob is hashed; whatever it holds, the digest comparison decides.
-            if walked.is_ok() {
-                let _ = io::copy(&mut decoder, &mut io::sink());
-            }
-            walked
-        }
+    let stream: Box<dyn Read + '_> = match compression {
+        Compression::None => Box::new(&mut hashing),
+        // The walk reads the decompressed stream to its end (the trailing padding is bounded):
+        // the decoder has then taken in every byte of the blob but the gzip trailer's, which
+        // `finish` hashes.
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut hashing)),
         Compression::Zstd => return Err(LayerReadError::Zstd),
     };
+    let mut limited = Limited {
+        inner: stream,
+        read: 0,
+        limit: bounds.expanded,
+        exceeded: false,
+    };
+    let walked = walk_within(&mut limited, bounds.data, &mut visit);
+    if limited.exceeded {
+        return Err(LayerReadError::Grew {
+            limit: bounds.expanded,
+        });
+    }
     walked.map_err(|e| match e {
         WalkError::Layer(e) => LayerReadError::Tar(e),
         WalkError::Visit(e) => e,
     })?;
-    hashing.finish().map_err(LayerReadError::Read)
+    let expanded = limited.read;
+    drop(limited);
+    let (digest, size) = hashing.finish().map_err(LayerReadError::Read)?;
+    Ok(LayerRead {
+        digest,
+        size,
+        expanded,
+    })
 }
 
 /// Whether a layer blob looks like a cache layer (what tells an oci-wrapped layout from a plain

@@ -91,7 +91,9 @@ pub fn run(args: IsoArgs) -> Result<()> {
                 what: "kernel argument",
                 ..
             }) => "--extra-kernel-arg",
-            IsoError::OutputNotDir { .. } | IsoError::OutputDir { .. } => "--output",
+            IsoError::OutputNotDir { .. }
+            | IsoError::OutputDir { .. }
+            | IsoError::NoRoom { .. } => "--output",
             _ => "preparing the ISO",
         };
         anyhow::Error::new(err).context(context)

@@ -8,26 +8,9 @@ mod common;
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
-use std::process::Command;
 
 /// 4 GiB + 4097: past the 32-bit size limit and not a multiple of the 2 KiB sector.
 const BIG: u64 = (4 << 30) + 4097;
-
-/// Free space under `dir` in bytes, from `df` (POSIX output).
-fn free_bytes(dir: &std::path::Path) -> u64 {
-    let out = Command::new("df")
-        .arg("-Pk")
-        .arg(dir)
-        .output()
-        .expect("run df");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .nth(1)
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or_else(|| panic!("cannot read free space from df:\n{text}"))
-}
 
 #[test]
 #[ignore = "writes ~9 GB to disk for a minute: run `cargo xtask test`"]
@@ -36,7 +19,7 @@ fn a_file_over_4_gib_reads_back_whole() {
     let dir = common::scratch();
     // The ISO (~4.3 GB, written) and the extracted copy (4.3 GB); the source is sparse.
     let need = 2 * BIG + (512 << 20);
-    let free = free_bytes(dir.path());
+    let free = common::free_bytes(dir.path());
     assert!(
         free > need,
         "this test needs {} GB free under {}, there are {} GB",

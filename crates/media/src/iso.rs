@@ -77,6 +77,20 @@ pub enum IsoError {
     },
     #[error("{path} is not a directory (the image is written into it as metal-<arch>.iso)")]
     OutputNotDir { path: PathBuf },
+    /// The file system of the output directory has less room than the image takes.
+    #[error(
+        "{path}: the image needs {}{}, and its file system has {} free",
+        if *.at_least { "at least " } else { "" },
+        size_text(*.needed),
+        size_text(*.available)
+    )]
+    NoRoom {
+        path: PathBuf,
+        needed: u64,
+        available: u64,
+        /// `needed` is what a compressed cache layer declared before its listing stopped.
+        at_least: bool,
+    },
     #[error("output directory {path}")]
     OutputDir {
         path: PathBuf,
@@ -170,6 +184,13 @@ impl IsoJob {
             })
         };
 
+        // What the image may take: a compressed cache layer is not expanded past it, and the
+        // planned image is checked against it before a byte of the image is written.
+        let room = free_bytes(&req.output_dir).map_err(|source| IsoError::OutputDir {
+            path: req.output_dir.clone(),
+            source,
+        })?;
+
         // Open the cache first: it is the step most likely to fail on bad input. Nothing is
         // copied: entries are read from wherever they lie when the image is written.
         let cache = match &req.image_cache {
@@ -183,12 +204,20 @@ impl IsoJob {
                     )?,
                     ref_prefix: req.image_cache_ref_prefix.clone(),
                 };
-                Some(
-                    Cache::open(input, &opts).map_err(|source| IsoError::CacheRead {
-                        path: input.clone(),
-                        source: Box::new(source),
-                    })?,
-                )
+                Some(Cache::open_within(input, &opts, room).map_err(
+                    |source| match source.no_room() {
+                        Some((declared, room)) => IsoError::NoRoom {
+                            path: req.output_dir.clone(),
+                            needed: declared,
+                            available: room,
+                            at_least: true,
+                        },
+                        None => IsoError::CacheRead {
+                            path: input.clone(),
+                            source: Box::new(source),
+                        },
+                    },
+                )?)
             }
             None => None,
         };
@@ -244,6 +273,12 @@ impl IsoJob {
         })?
         .uefi_boot(esp_tmp.path());
         let size = spec.planned_size()?;
+        // Measured again: the ESP now takes its room, and the disk may be shared.
+        let available = free_bytes(&req.output_dir).map_err(|source| IsoError::OutputDir {
+            path: req.output_dir.clone(),
+            source,
+        })?;
+        check_room(&req.output_dir, size, available)?;
 
         Ok(Self {
             spec,
@@ -306,6 +341,45 @@ impl IsoJob {
     }
 }
 
+/// Bytes an unprivileged writer may still take on the file system holding `dir` (the blocks kept
+/// for root are not counted on: a build must not depend on them).
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let st = rustix::fs::statvfs(dir)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Refuses an image of `needed` bytes for an output directory with `available` bytes free.
+fn check_room(dir: &Path, needed: u64, available: u64) -> Result<(), IsoError> {
+    if needed > available {
+        return Err(IsoError::NoRoom {
+            path: dir.to_owned(),
+            needed,
+            available,
+            at_least: false,
+        });
+    }
+    Ok(())
+}
+
+/// `N bytes (X.Y GiB)`: exact, and readable.
+fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = "";
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    if unit.is_empty() {
+        format!("{bytes} bytes")
+    } else {
+        format!("{bytes} bytes ({value:.1} {unit})")
+    }
+}
+
 /// The directory of the image that holds the cache (what nodes look for).
 const CACHE_DIR: &str = "imagecache";
 
@@ -350,5 +424,23 @@ impl imager_iso::Stream for CacheStream<'_> {
                 _ => Ok(()),
             })
             .map_err(std::io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_is_checked_and_reported_in_bytes() {
+        let dir = Path::new("/out");
+        assert!(check_room(dir, 10, 10).is_ok());
+        let err = check_room(dir, 3 << 30, 1 << 20).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "/out: the image needs 3221225472 bytes (3.0 GiB), and its file system has \
+             1048576 bytes (1.0 MiB) free"
+        );
+        assert_eq!(size_text(1023), "1023 bytes");
     }
 }

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use tokio::io::{AsyncWrite, AsyncWriteExt as _};
 
-use crate::client::{Client, Ctx};
+use crate::client::{Client, Ctx, by};
 use crate::error::Error;
 use crate::retry::Backoff;
 use imager_oci::{Digest, ImageName};
@@ -145,12 +145,26 @@ impl Client {
             };
             let mut stream = resp.bytes_stream();
             let mut progressed = false;
+            let mut answered = false;
             let failure = loop {
-                let chunk = match stream.next().await {
+                // Until this attempt's first byte, it is bounded by the streak's budget; once
+                // bytes flow, only a stall (the read timeout) ends it: a large blob on a slow link
+                // may take as long as it takes.
+                let next = if answered {
+                    stream.next().await
+                } else {
+                    match by(backoff.deadline(), stream.next()).await {
+                        Some(next) => next,
+                        None => return Err(self.out_of_time(&ctx, &url, &mut backoff)),
+                    }
+                };
+                let chunk = match next {
                     None => break None,
                     Some(Err(e)) => break Some(e),
                     Some(Ok(chunk)) => chunk,
                 };
+                // Bytes we already have (a registry ignoring Range) count too: it is answering.
+                answered = true;
                 let mut data: &[u8] = &chunk;
                 if skip > 0 {
                     let n = usize::try_from(skip).unwrap_or(usize::MAX).min(data.len());

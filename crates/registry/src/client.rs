@@ -334,7 +334,12 @@ impl Client {
             let mut body = Vec::new();
             let mut stream = resp.bytes_stream();
             let mut failure = None;
-            while let Some(chunk) = stream.next().await {
+            // A manifest is small: its body, too, must arrive within the request's budget (a
+            // registry dripping a byte per read timeout would otherwise hold us for days).
+            while let Some(chunk) = match by(backoff.deadline(), stream.next()).await {
+                Some(next) => next,
+                None => return Err(self.out_of_time(&ctx, &url, &mut backoff)),
+            } {
                 match chunk {
                     Ok(chunk) => {
                         // Checked as it arrives: a body without Content-Length is still bounded.
@@ -411,6 +416,22 @@ impl Client {
         self.wait_or_give_up(ctx, err, None, backoff).await
     }
 
+    /// The error for an attempt cut short by the deadline of its streak.
+    pub(crate) fn out_of_time(&self, ctx: &Ctx<'_>, url: &str, backoff: &mut Backoff) -> Error {
+        let give_up = backoff.out_of_time();
+        Error::GaveUp {
+            image: ctx.image.clone(),
+            what: ctx.what.clone(),
+            attempts: give_up.attempts,
+            elapsed: give_up.elapsed,
+            last: Box::new(Error::OutOfTime {
+                image: ctx.image.clone(),
+                what: ctx.what.clone(),
+                url: url.to_owned(),
+            }),
+        }
+    }
+
     async fn wait_or_give_up(
         &self,
         ctx: &Ctx<'_>,
@@ -459,12 +480,15 @@ impl Client {
                 api_host(ctx.repo.registry()),
                 ctx.repo.repository()
             );
-            let (authorization, sent) = self.authorization(ctx, &state).await?;
+            let (authorization, sent) = self.authorization(ctx, &state, backoff.deadline()).await?;
             let mut req = self.inner.http.get(&url).headers(headers.clone());
             if let Some(a) = authorization {
                 req = req.header(header::AUTHORIZATION, a);
             }
-            let resp = match req.send().await {
+            let Some(sent_result) = by(backoff.deadline(), req.send()).await else {
+                return Err(self.out_of_time(ctx, &url, backoff));
+            };
+            let resp = match sent_result {
                 Ok(resp) => resp,
                 Err(e) => {
                     if scheme_known.is_none() && self.inner.config.insecure && e.is_connect() {
@@ -499,7 +523,7 @@ impl Client {
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            let detail = error_detail(resp).await;
+            let detail = by(backoff.deadline(), error_detail(resp)).await.flatten();
             match status {
                 StatusCode::UNAUTHORIZED => {
                     auth_rounds += 1;
@@ -544,6 +568,7 @@ impl Client {
         &self,
         ctx: &Ctx<'_>,
         state: &RegistryState,
+        deadline: Instant,
     ) -> Result<(Option<String>, Sent), Error> {
         let scheme = lock(&state.auth).clone();
         match scheme {
@@ -570,7 +595,7 @@ impl Client {
                     return Ok((Some(format!("Bearer {}", t.token)), Sent::CachedToken));
                 }
                 let token = self
-                    .fetch_token(ctx, state, &realm, service.as_deref(), &scope)
+                    .fetch_token(ctx, state, &realm, service.as_deref(), &scope, deadline)
                     .await?;
                 let value = format!("Bearer {}", token.token);
                 *slot = Some(token);
@@ -700,7 +725,8 @@ impl Client {
     }
 
     /// Gets a bearer token for `scope` from `realm`: GET with basic credentials (or none), or the
-    /// OAuth2 refresh-token POST for identity tokens.
+    /// OAuth2 refresh-token POST for identity tokens. Done by `deadline`, that of the request the
+    /// token is for.
     async fn fetch_token(
         &self,
         ctx: &Ctx<'_>,
@@ -708,6 +734,7 @@ impl Client {
         realm: &str,
         service: Option<&str>,
         scope: &str,
+        deadline: Instant,
     ) -> Result<CachedToken, Error> {
         let token_ctx = Ctx {
             repo: ctx.repo,
@@ -734,7 +761,7 @@ impl Client {
             }
         }
         let credentials = self.credentials(ctx, state).await?;
-        let mut backoff = Backoff::new(self.inner.config.retry.clone());
+        let mut backoff = Backoff::within(self.inner.config.retry.clone(), deadline);
         let started = Instant::now();
         loop {
             let req = match &credentials {
@@ -766,7 +793,10 @@ impl Client {
                     req
                 }
             };
-            let resp = match req.send().await {
+            let Some(sent) = by(backoff.deadline(), req.send()).await else {
+                return Err(self.out_of_time(&token_ctx, realm, &mut backoff));
+            };
+            let resp = match sent {
                 Ok(r) => r,
                 Err(e) => {
                     self.transport_failure(&token_ctx, realm, e, &mut backoff)
@@ -781,7 +811,10 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now()));
             if status.is_success() {
-                let body = match read_capped(resp, 1 << 20).await {
+                let Some(read) = by(backoff.deadline(), read_capped(resp, 1 << 20)).await else {
+                    return Err(self.out_of_time(&token_ctx, realm, &mut backoff));
+                };
+                let body = match read {
                     Ok(b) => b,
                     Err(e) => {
                         self.transport_failure(&token_ctx, realm, e, &mut backoff)
@@ -800,7 +833,7 @@ impl Client {
                     expires: started + token.expires_in,
                 });
             }
-            let detail = error_detail(resp).await;
+            let detail = by(backoff.deadline(), error_detail(resp)).await.flatten();
             if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
                 let reason = if credentials.is_some() {
                     format!(
@@ -834,6 +867,13 @@ impl Client {
                 .await?;
         }
     }
+}
+
+/// `fut`'s output, or `None` when `deadline` passes first.
+pub(crate) async fn by<F: std::future::Future>(deadline: Instant, fut: F) -> Option<F::Output> {
+    tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), fut)
+        .await
+        .ok()
 }
 
 /// Reads a small body whole, refusing more than `limit` bytes (an error page or token must not be

@@ -56,6 +56,14 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// An attempt was still waiting for the registry when the request's retry budget
+    /// (`RetryPolicy::max_elapsed`) ran out.
+    #[error("{image}: {what}: no answer from {url} before the retry budget ran out")]
+    OutOfTime {
+        image: String,
+        what: String,
+        url: String,
+    },
     /// Transient failures went on past the retry policy; `last` is the final one.
     #[error("{image}: {what}: gave up after {attempts} attempts in {elapsed:.1?}")]
     GaveUp {

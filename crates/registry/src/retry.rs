@@ -8,6 +8,11 @@ use std::time::{Duration, Instant, SystemTime};
 /// dropped starts a new streak, so a long download over a flaky link completes as long as every
 /// attempt moves it forward, while a dead registry fails after `max_attempts` tries or
 /// `max_elapsed`, whichever comes first.
+///
+/// `max_elapsed` is a deadline, not a check made between attempts: it counts from the start of the
+/// streak's first attempt, and an attempt still waiting for an answer when it passes is abandoned.
+/// So a request that gets no answer at all fails after at most `max_elapsed`, whatever the connect
+/// and read timeouts are, and the time it reports is the time that passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts per streak, the first included (1 = never retry).
@@ -16,7 +21,8 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// Cap on one wait (and on an honoured `Retry-After`).
     pub max_backoff: Duration,
-    /// Cap on the time from a streak's first failure to giving up.
+    /// Cap on the time from the start of a streak's first attempt to giving up (timeouts and
+    /// waits included): the whole budget of one request.
     pub max_elapsed: Duration,
 }
 
@@ -54,7 +60,10 @@ impl RetryPolicy {
 pub(crate) struct Backoff {
     policy: RetryPolicy,
     failures: u32,
-    first_failure: Option<Instant>,
+    /// When the streak's first attempt started: what the reported time counts from.
+    started: Instant,
+    /// No attempt goes on past this, and no wait ends after it.
+    deadline: Instant,
 }
 
 /// Why no further attempt will be made.
@@ -65,24 +74,38 @@ pub(crate) struct GiveUp {
 }
 
 impl Backoff {
+    /// A streak starting now, with its first attempt.
     pub(crate) fn new(policy: RetryPolicy) -> Self {
+        let started = Instant::now();
         Self {
+            deadline: started + policy.max_elapsed,
             policy,
             failures: 0,
-            first_failure: None,
+            started,
         }
+    }
+
+    /// A streak that must also end by `outer`: a request made on behalf of another one (a token
+    /// for a manifest) spends the budget of the one it serves.
+    pub(crate) fn within(policy: RetryPolicy, outer: Instant) -> Self {
+        let mut b = Self::new(policy);
+        b.deadline = b.deadline.min(outer);
+        b
+    }
+
+    /// When the streak must have ended: every attempt is bounded by it.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// Records a failure; returns how long to wait before the next attempt, or why not to make one.
     /// `retry_after` is the server's request (429/503), honoured up to `max_backoff`.
     pub(crate) fn failed(&mut self, retry_after: Option<Duration>) -> Result<Duration, GiveUp> {
-        let now = Instant::now();
-        let first = *self.first_failure.get_or_insert(now);
         self.failures += 1;
-        let elapsed = now - first;
+        let now = Instant::now();
         let give_up = GiveUp {
             attempts: self.failures,
-            elapsed,
+            elapsed: now - self.started,
         };
         if self.failures >= self.policy.max_attempts {
             return Err(give_up);
@@ -91,16 +114,28 @@ impl Backoff {
             Some(ra) => ra.min(self.policy.max_backoff),
             None => self.policy.delay(self.failures - 1, fastrand::f64()),
         };
-        if elapsed + wait > self.policy.max_elapsed {
+        // An attempt that would start at or after the deadline could not get an answer.
+        if now + wait >= self.deadline {
             return Err(give_up);
         }
         Ok(wait)
     }
 
-    /// The transfer moved forward: what failed before is forgiven.
+    /// The attempt under way ran into the deadline: the streak ends with it.
+    pub(crate) fn out_of_time(&mut self) -> GiveUp {
+        self.failures += 1;
+        GiveUp {
+            attempts: self.failures,
+            elapsed: self.started.elapsed(),
+        }
+    }
+
+    /// The transfer moved forward: what failed before is forgiven, and a new streak (with a
+    /// budget of its own) starts now.
     pub(crate) fn progressed(&mut self) {
         self.failures = 0;
-        self.first_failure = None;
+        self.started = Instant::now();
+        self.deadline = self.started + self.policy.max_elapsed;
     }
 
     pub(crate) fn attempts(&self) -> u32 {
@@ -188,6 +223,29 @@ mod tests {
             ..p
         });
         assert!(tight.failed(Some(Duration::from_secs(2))).is_err());
+    }
+
+    #[test]
+    fn the_deadline_counts_from_the_streak_start_and_caps_waits() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_secs(5),
+            max_elapsed: Duration::from_secs(60),
+        };
+        let before = Instant::now();
+        let b = Backoff::new(p.clone());
+        assert!(b.deadline() >= before + Duration::from_secs(60));
+        assert!(b.deadline() <= Instant::now() + Duration::from_secs(60));
+        // A token fetched for a request spends that request's budget.
+        let outer = Instant::now() + Duration::from_secs(2);
+        let mut inner = Backoff::within(p, outer);
+        assert_eq!(inner.deadline(), outer);
+        // A wait that would end past the deadline is not taken.
+        assert!(inner.failed(Some(Duration::from_secs(3))).is_err());
+        let give_up = inner.out_of_time();
+        assert_eq!(give_up.attempts, 2);
+        assert!(give_up.elapsed < Duration::from_secs(1));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::body::{self, Payload, Stall};
 use crate::http1::{self, HeadError};
+use crate::idle::IdleGuard;
 use crate::server::{State, handle};
 
 /// A client has this long to send a request head, counted from the end of the previous answer
@@ -59,14 +60,35 @@ pub(crate) async fn serve<S: Transport>(
             return;
         }
         let deadline = Instant::now() + HEADER_TIMEOUT;
+        // On the server's idle list while no byte of the next head has arrived: when every slot
+        // is taken and a new client comes, the connection idle the longest is closed for it.
+        let mut idle: Option<IdleGuard> = None;
         let parsed = loop {
             match http1::parse_request(&buf) {
                 Ok(Some(parsed)) => break Ok(parsed),
                 Ok(None) => {}
                 Err(e) => break Err(e),
             }
+            if buf.is_empty() {
+                if idle.is_none() {
+                    idle = Some(state.idle.enter());
+                }
+            } else {
+                idle = None;
+            }
+            let asked_to_close = async {
+                match idle.as_mut() {
+                    Some(guard) => {
+                        let _ = (&mut guard.closed).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             let read = tokio::select! {
                 _ = shutdown.changed() => return,
+                // Nothing of a request has arrived: closing loses the client nothing but the
+                // connection, which HTTP clients reopen.
+                () = asked_to_close => return,
                 r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => r,
             };
             match read {
@@ -82,6 +104,7 @@ pub(crate) async fn serve<S: Transport>(
                 return;
             }
         };
+        drop(idle);
         buf.drain(..used);
         let keep_alive = head.keep_alive && !head.has_body;
         let resp = handle(&state, peer, &head).await;

@@ -28,6 +28,7 @@ mod conn;
 pub mod error;
 pub mod fsafe;
 pub mod http1;
+mod idle;
 pub mod pool;
 pub mod range;
 pub mod route;
@@ -102,8 +103,10 @@ pub struct Config {
     pub log: Log,
     /// One line per request.
     pub access_log: bool,
-    /// Connections served at once; more wait in the listen backlog. Bounds memory: each
-    /// connection holds at most a couple of 64 KiB pieces of a blob.
+    /// Connections served at once. When all are taken, a new client closes the connection idle
+    /// the longest (one waiting for its next request) and is served at once; with none idle,
+    /// it waits for one to end, and later clients wait in the listen backlog. Bounds memory:
+    /// each connection holds at most a couple of 64 KiB pieces of a blob.
     pub max_connections: usize,
     /// Threads that open and read files and run `sendfile`. Bounds the I/O in flight (and the
     /// threads' memory); blob sends of all connections queue for them.

@@ -13,13 +13,14 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{Payload, Stall};
 use crate::conn;
 use crate::error::ApiError;
 use crate::http1::RequestHead;
+use crate::idle::Idle;
 use crate::pool::IoPool;
 use crate::range::ByteRange;
 use crate::route::{Page, Repo, Route, route};
@@ -84,6 +85,8 @@ pub enum ServeError {
 
 pub(crate) struct State {
     pub(crate) store: Arc<Store>,
+    /// Connections waiting for a request, longest idle first.
+    pub(crate) idle: Idle,
     log: Log,
     access_log: bool,
     pub(crate) stall: Stall,
@@ -154,6 +157,7 @@ impl Server {
             tls,
             state: Arc::new(State {
                 store,
+                idle: Idle::default(),
                 log: config.log,
                 access_log: config.access_log,
                 stall: Stall(config.write_timeout),
@@ -181,18 +185,13 @@ impl Server {
             ..
         } = self;
         let (stop, stopping) = watch::channel(false);
-        // Each connection holds a permit: past the limit, new connections wait in the listen
-        // backlog instead of each adding buffers.
+        // Each connection holds a permit. When none is left, the client just accepted makes the
+        // connection idle the longest close (it waits for nothing but its next request), so a
+        // new client is answered at once; with every connection busy it waits for one to end,
+        // and further clients wait in the listen backlog instead of each adding buffers.
         let permits = Arc::new(Semaphore::new(max_connections));
         tokio::pin!(shutdown);
         loop {
-            let permit = tokio::select! {
-                () = &mut shutdown => break,
-                permit = Arc::clone(&permits).acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
             let (stream, peer) = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
@@ -204,6 +203,19 @@ impl Server {
                         continue;
                     }
                 },
+            };
+            let permit = match Arc::clone(&permits).try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    let room = make_room(&permits, &state.idle);
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        permit = room => match permit {
+                            Some(p) => p,
+                            None => break,
+                        },
+                    }
+                }
             };
             let _ = stream.set_nodelay(true);
             let state = Arc::clone(&state);
@@ -229,6 +241,23 @@ impl Server {
         // Every permit back means every connection has ended.
         let _ = tokio::time::timeout(GRACE, permits.acquire_many(max_connections as u32)).await;
         Ok(())
+    }
+}
+
+/// A permit for a client that found every slot taken: the connection idle the longest is asked
+/// to close, or, with none idle, the first to become idle, unless a busy one ends first. One
+/// connection is closed per client. `None`: the semaphore was closed.
+async fn make_room(permits: &Arc<Semaphore>, idle: &Idle) -> Option<OwnedSemaphorePermit> {
+    let mut closed_one = false;
+    loop {
+        let went_idle = idle.went_idle();
+        if !closed_one {
+            closed_one = idle.close_longest();
+        }
+        tokio::select! {
+            permit = Arc::clone(permits).acquire_owned() => return permit.ok(),
+            () = went_idle, if !closed_one => {}
+        }
     }
 }
 

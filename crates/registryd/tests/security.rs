@@ -339,3 +339,59 @@ fn a_client_that_stops_reading_loses_its_connection_and_its_slot() {
     }
     assert!(got < 20 * big.bytes.len(), "read {got} bytes");
 }
+
+/// Idle keep-alive connections do not hold a new client off: with every slot taken by a
+/// connection waiting for its next request, a new client is answered at once, and the connection
+/// idle the longest is the one closed to make room (before: the new client waited for the 30 s
+/// header timeout of an idle one).
+#[test]
+fn idle_keep_alive_connections_make_room_for_a_new_client_longest_idle_first() {
+    use std::io::{ErrorKind, Read, Write};
+    use std::time::{Duration, Instant};
+    const SLOTS: usize = 16;
+    let f = Fixture::new();
+    let mut config = imager_registryd::Config::new(vec![f.root().to_path_buf()]);
+    config.max_connections = SLOTS;
+    let s = TestServer::start_with(config);
+
+    // One request each, answered, then idle: oldest first.
+    let mut idle = Vec::new();
+    for _ in 0..SLOTS {
+        let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(b"GET /v2/ HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+        // The answer to GET /v2/ is a head and `{}`.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"\r\n\r\n{}") {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before its answer");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+        idle.push(c);
+        // Each goes idle clearly after the one before.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let started = Instant::now();
+    let r = get(s.addr, "/v2/");
+    let waited = started.elapsed();
+    assert_eq!(r.status, 200);
+    assert!(
+        waited < Duration::from_secs(2),
+        "a new client waited {waited:?} behind {SLOTS} idle connections"
+    );
+
+    // The longest-idle connection was closed (end of stream, nothing sent); the others were not.
+    let mut buf = [0u8; 64];
+    assert_eq!(idle[0].read(&mut buf).unwrap(), 0, "oldest idle still open");
+    for (i, c) in idle.iter_mut().enumerate().skip(1) {
+        c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        match c.read(&mut buf) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            other => panic!("idle connection {i} was closed too: {other:?}"),
+        }
+    }
+}

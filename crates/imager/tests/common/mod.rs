@@ -32,6 +32,22 @@ pub fn scratch() -> tempfile::TempDir {
         .expect("create a scratch directory")
 }
 
+/// Free space under `dir` in bytes, from `df` (POSIX output).
+pub fn free_bytes(dir: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("df")
+        .arg("-Pk")
+        .arg(dir)
+        .output()
+        .expect("run df");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or_else(|| panic!("cannot read free space from df:\n{text}"))
+}
+
 /// Runs `imager` with `args`, with no `IMAGER_ASSETS` or `SOURCE_DATE_EPOCH` from the caller's
 /// environment leaking in (each test says what it wants).
 pub fn imager<I, S>(args: I) -> Output
