@@ -22,7 +22,9 @@ pub enum Ext4Error {
     #[error("invalid ext4 size {size}: {reason}")]
     Size { size: u64, reason: &'static str },
     /// The files do not fit.
-    #[error("an ext4 file system of {size} bytes is too small for these files: {needed} bytes needed")]
+    #[error(
+        "an ext4 file system of {size} bytes is too small for these files: {needed} bytes needed"
+    )]
     TooSmall { size: u64, needed: u64 },
     /// The layout engine refused the tree.
     #[error("laying out the ext4 file system")]

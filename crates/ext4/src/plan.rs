@@ -67,8 +67,8 @@ impl Plan {
     /// give the same bytes on every machine (within one version of `mkext4`, which is pinned).
     pub fn new(tree: Tree, options: &Options) -> Result<Self, Ext4Error> {
         check_label(&options.label)?;
-        let time = u32::try_from(options.unix_time)
-            .map_err(|_| Ext4Error::Time(options.unix_time))?;
+        let time =
+            u32::try_from(options.unix_time).map_err(|_| Ext4Error::Time(options.unix_time))?;
         let blocks = size::fs_blocks(options.size);
         if blocks > size::MAX_BLOCKS {
             return Err(Ext4Error::Size {
@@ -266,9 +266,15 @@ mod tests {
         let tree = || Tree::new(&[("f", 1)]).unwrap();
         let mut o = options(64 << 20);
         o.label = "A_LABEL_OVER_16_BYTES".into();
-        assert!(matches!(Plan::new(tree(), &o), Err(Ext4Error::Label { .. })));
+        assert!(matches!(
+            Plan::new(tree(), &o),
+            Err(Ext4Error::Label { .. })
+        ));
         o.label = String::new();
-        assert!(matches!(Plan::new(tree(), &o), Err(Ext4Error::Label { .. })));
+        assert!(matches!(
+            Plan::new(tree(), &o),
+            Err(Ext4Error::Label { .. })
+        ));
         let mut o = options(64 << 20);
         o.unix_time = -1;
         assert!(matches!(Plan::new(tree(), &o), Err(Ext4Error::Time(-1))));
@@ -293,11 +299,88 @@ mod tests {
     }
 
     #[test]
+    fn every_size_near_group_boundaries_lays_out() {
+        // The sizes upstream's rule gives (whole MiB) around the ends of groups and flex groups.
+        let sizes = (16..48)
+            .chain(120..136)
+            .chain(2040..2064)
+            .chain(4090..4100)
+            .chain(6140..6150);
+        for mib in sizes {
+            let tree = Tree::new(&[("d/f", 5), ("g", 70000)]).unwrap();
+            let plan = Plan::new(tree, &options(mib << 20));
+            assert!(plan.is_ok(), "{mib} MiB: {:?}", plan.err());
+        }
+    }
+
+    #[test]
     fn a_size_just_past_a_flex_group_is_used_up_to_it() {
         // 2 GiB + 1 MiB leaves a 256-block 17th group, too small for its inode table.
         let plan = Plan::new(Tree::new(&[("f", 5)]).unwrap(), &options(2049 << 20)).unwrap();
         assert_eq!(plan.size(), 2048 << 20);
         let plan = Plan::new(Tree::new(&[("f", 5)]).unwrap(), &options(2051 << 20)).unwrap();
         assert_eq!(plan.size(), 2051 << 20);
+    }
+
+    /// Whether mkext4 lays `files` out in exactly `blocks` blocks (no estimate in the way).
+    fn lays_out(files: &[(String, u64)], blocks: u64) -> bool {
+        let tree = Tree::new(files).unwrap();
+        lay_out(tree, blocks, [1; 16], "T", 0).is_ok()
+    }
+
+    #[test]
+    fn min_size_is_enough_and_tight() {
+        let name = |i: usize| format!("blob/sha256-{i:064x}");
+        let cases: Vec<(&str, Vec<(String, u64)>)> = vec![
+            ("empty", vec![]),
+            ("one byte", vec![("f".into(), 1)]),
+            (
+                "3000 small files in one directory",
+                (0..3000)
+                    .map(|i| (name(i), 1 + (i as u64 * 97) % 9000))
+                    .collect(),
+            ),
+            (
+                "deep paths",
+                (0..200)
+                    .map(|i| (format!("m/r{}/a/b/c/d/e/f/g/h/{i}", i % 7), 4096))
+                    .collect(),
+            ),
+            (
+                "large files",
+                vec![
+                    ("a".into(), 300 << 20),
+                    ("b".into(), (4 << 30) + 12345),
+                    ("c".into(), 1 << 20),
+                ],
+            ),
+            (
+                "many tiny files (inode-bound)",
+                (0..20000).map(|i| (name(i), 10)).collect(),
+            ),
+        ];
+        for (what, files) in cases {
+            let min = Tree::new(&files).unwrap().min_size();
+            assert_eq!(min % BLOCK, 0, "{what}");
+            let blocks = min / BLOCK;
+            assert!(lays_out(&files, blocks), "{what}: {min} is not enough");
+            // Not more than 1 % + 1 MiB over what the layout needs.
+            let slack = blocks / 100 + 256;
+            if blocks > 4096 + slack {
+                assert!(
+                    !lays_out(&files, blocks - slack),
+                    "{what}: {min} is loose: {} blocks less also fit",
+                    slack
+                );
+            }
+            // Plan::new takes exactly that size and every larger one.
+            for extra in [0, BLOCK, 1 << 20, 3 << 20, 97 << 20] {
+                let tree = Tree::new(&files).unwrap();
+                assert!(
+                    Plan::new(tree, &options(min + extra)).is_ok(),
+                    "{what} +{extra}"
+                );
+            }
+        }
     }
 }

@@ -89,7 +89,7 @@ impl Geometry {
 /// sparse_super: groups 1 and the powers of 3, 5 and 7 hold a backup superblock and descriptors.
 fn has_backup(g: u64) -> bool {
     fn power_of(mut n: u64, base: u64) -> bool {
-        while n % base == 0 {
+        while n.is_multiple_of(base) {
             n /= base;
         }
         n == 1
