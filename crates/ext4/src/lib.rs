@@ -21,8 +21,8 @@
 //! - 4 KiB blocks, 256-byte inodes, 32768 blocks per group; features `has_journal ext_attr
 //!   dir_index filetype extent flex_bg sparse_super large_file huge_file dir_nlink extra_isize
 //!   metadata_csum` (mke2fs's ext4 defaults without `64bit`, `resize_inode` and `orphan_file`:
-//!   without `64bit` a file system stops at 16 TiB, far above a cache; the kernel grows one
-//!   without `resize_inode` through `meta_bg`).
+//!   without `64bit` a file system stops at 16 TiB, far above a cache; `resize2fs` still grows
+//!   one without `resize_inode`, as a node does, tested).
 //! - Every metadata block carries its crc32c (superblock, group descriptors, bitmaps, inodes,
 //!   extent blocks, directory blocks and htree nodes), seeded from the UUID.
 //! - Group metadata packed per 16 groups (flex_bg); superblock backups in groups 1 and the powers
@@ -44,9 +44,9 @@
 //!
 //! # Sparse, flat in memory, linear
 //! Only metadata is written; free space, inode tables past the last inode and the journal's body
-//! stay holes. Memory holds the metadata (about 1 KiB per file and 64 KiB per GiB of file system
-//! for the bitmaps), never file data; time is linear in the number of files (hashing and sorting
-//! each directory's names aside).
+//! stay holes. Memory holds the metadata (at the peak about 1.4 KiB per file, plus 64 KiB per GiB
+//! of file system for the bitmaps), never file data; time is linear in the number of files (sorting
+//! aside).
 
 mod error;
 mod plan;
@@ -57,7 +57,7 @@ mod write;
 pub use error::Ext4Error;
 pub use plan::{Options, Piece, Plan, uuid_from_label};
 pub use tree::Tree;
-pub use write::{FileData, HostFiles, copy_range};
+pub use write::{FileData, HostFiles};
 
 /// The smallest size, in bytes, of a file system that holds `tree` (a multiple of 4096): what
 /// [`Plan::new`] needs at least. The caller sizes the partition (upstream: the cache's bytes plus

@@ -178,7 +178,7 @@ const KERNEL_CHUNK: u64 = 64 << 20;
 const BUFFER: usize = 1 << 20;
 
 /// Copies `len` bytes of `src` at `off_in` to `out` at `off_out`.
-pub fn copy_range(
+pub(crate) fn copy_range(
     src: &File,
     mut off_in: u64,
     out: &File,
