@@ -27,7 +27,10 @@ fn main() {
         let entry = entry.unwrap();
         if entry.file_type().is_file() {
             let rel = entry.path().strip_prefix(&src).unwrap();
-            files.push((rel.to_str().unwrap().to_owned(), entry.metadata().unwrap().len()));
+            files.push((
+                rel.to_str().unwrap().to_owned(),
+                entry.metadata().unwrap().len(),
+            ));
             hosts.push(entry.path().to_owned());
         }
     }
