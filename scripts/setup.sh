@@ -14,7 +14,7 @@ packages=(
     # by the xtask, so they do not depend on what is installed here.
     isolinux syslinux-common systemd-boot-efi
     # Independent oracles that check what imager writes.
-    xorriso genisoimage gdisk dosfstools mtools
+    xorriso genisoimage gdisk dosfstools mtools e2fsprogs
     # Initramfs tooling and inspection.
     busybox-static xz-utils zstd cpio file
     # Reading OCI layouts as skopeo writes them (crates/cache tests); the registry client's tests
