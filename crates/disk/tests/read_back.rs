@@ -1,5 +1,8 @@
 //! The GPT reader against tables `sgdisk` wrote, and against our own writer's.
 
+// Test code: a panic with its message is how a failure is reported, helpers included.
+#![allow(clippy::unwrap_used)]
+
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::process::Command;

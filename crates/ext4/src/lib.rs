@@ -42,6 +42,10 @@
 //! [`Options::unix_time`]; inode numbers and block placement from the sorted paths. Same files,
 //! same options: the same bytes.
 //!
+//! # Reading
+//! [`read`] lists a volume's files with the byte runs their data occupies (our writer's, or
+//! `mke2fs -d`'s), so the cache on a metal image's `IMAGECACHE` is read in place.
+//!
 //! # Sparse, flat in memory, linear
 //! Only metadata is written; free space, inode tables past the last inode and the journal's body
 //! stay holes. Memory holds the metadata (at the peak about 1.4 KiB per file, plus 64 KiB per GiB
@@ -50,6 +54,7 @@
 
 mod error;
 mod plan;
+pub mod read;
 mod size;
 mod tree;
 mod write;

@@ -2,7 +2,6 @@
 //! anything is written. No I/O.
 
 use mkext4::{FsBuilder, InodeHandle, Meta, ROOT};
-use sha2::{Digest, Sha256};
 
 use crate::error::Ext4Error;
 use crate::size::{self, BLOCK};
@@ -23,20 +22,11 @@ pub struct Options {
     pub size: u64,
 }
 
-/// A version-8 UUID from `label`: the first 16 bytes of sha256(16 zero bytes, then the label),
-/// with the version and variant bits set. Upstream derives its GPT GUIDs this way (`GUIDFromLabel`,
-/// Go's `uuid.NewHash(sha256.New(), uuid.Nil, label, 8)`), so a label names the same UUID on every
-/// build. Bytes in RFC 4122 order (as ext4's superblock and `uuid` text print them).
+/// The file system's UUID (and directory hash seed) for `label`: upstream's label-derived GUID
+/// ([`imager_disk::Guid::from_label`], the scheme of its GPT GUIDs and `mkfs.ext4 -U`), so a label
+/// names the same UUID on every build. Bytes in RFC 4122 order, as ext4's superblock keeps them.
 pub fn uuid_from_label(label: &str) -> [u8; 16] {
-    let digest = Sha256::new()
-        .chain_update([0u8; 16])
-        .chain_update(label.as_bytes())
-        .finalize();
-    let mut uuid = [0u8; 16];
-    uuid.copy_from_slice(&digest[..16]);
-    uuid[6] = (uuid[6] & 0x0f) | 0x80;
-    uuid[8] = (uuid[8] & 0x3f) | 0x80;
-    uuid
+    *imager_disk::Guid::from_label(label).as_bytes()
 }
 
 /// One run of a file's bytes in the file system.
