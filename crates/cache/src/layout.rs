@@ -55,6 +55,8 @@ pub enum InputForm {
     OciWrapped,
     OciLayout,
     Iso,
+    /// A GPT disk image (`imager metal`'s) whose `IMAGECACHE` partition holds ext4.
+    Metal,
 }
 
 impl std::fmt::Display for InputForm {
@@ -64,6 +66,7 @@ impl std::fmt::Display for InputForm {
             Self::OciWrapped => "OCI layout wrapping a flat tree",
             Self::OciLayout => "OCI image layout",
             Self::Iso => "ISO 9660 image",
+            Self::Metal => "disk image (IMAGECACHE partition)",
         })
     }
 }
@@ -181,6 +184,20 @@ pub enum LayoutError {
     },
     #[error("image {path}: an ISO 9660 image without an imagecache/ directory")]
     NoCacheDir { path: PathBuf },
+    #[error("disk image {path}")]
+    Gpt {
+        path: PathBuf,
+        #[source]
+        source: Box<imager_disk::read::GptError>,
+    },
+    #[error("disk image {path}: no partition named IMAGECACHE (partitions: {names})")]
+    NoCachePartition { path: PathBuf, names: String },
+    #[error("disk image {path}: the IMAGECACHE partition")]
+    Ext4 {
+        path: PathBuf,
+        #[source]
+        source: Box<imager_ext4::read::ReadError>,
+    },
     #[error(transparent)]
     Flat(#[from] FlatError),
 }

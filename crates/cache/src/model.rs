@@ -8,6 +8,7 @@
 //! | oci-wrapped, uncompressed tar layer (ours) | a contiguous run of the layer blob, offsets from the tar headers |
 //! | oci-wrapped, gzip layer (upstream's, ours before) | a position in the one decompressed stream of the layer |
 //! | ISO 9660 image (`imagecache/`, Rock Ridge names) | the file's extents in the image |
+//! | metal disk image (GPT, ext4 partition `IMAGECACHE`, tree at its root) | the file's extents in the image |
 //!
 //! Every consumer reads through this: `imager iso` copies each entry with `copy_file_range` from
 //! where it lies (or streams the gzip layer once, in tar order), `cache verify`/`list` hash and
@@ -90,7 +91,8 @@ pub struct Cache {
 
 impl Cache {
     /// Opens any accepted form: a flat tree (a directory with `manifests/` or `blob/`), an OCI
-    /// image layout (oci-wrapped or plain), or an ISO 9660 image with `imagecache/`.
+    /// image layout (oci-wrapped or plain), an ISO 9660 image with `imagecache/`, or a GPT disk
+    /// image whose `IMAGECACHE` partition holds ext4.
     pub fn open(input: &Path, opts: &ReadOptions) -> Result<Self, LayoutError> {
         Self::open_within(input, opts, u64::MAX)
     }
@@ -106,7 +108,7 @@ impl Cache {
         };
         let meta = std::fs::metadata(input).map_err(open_err)?;
         if meta.is_file() {
-            return open_iso(input);
+            return open_image(input);
         }
         if !meta.is_dir() {
             return Err(LayoutError::NotACache {
@@ -769,18 +771,92 @@ fn open_wrapped(
 /// The directory of an image that holds the cache.
 pub const ISO_CACHE_DIR: &str = "imagecache";
 
-fn open_iso(path: &Path) -> Result<Cache, LayoutError> {
+/// A file: an ISO 9660 image (a hybrid ISO has a GPT too, so that is tried first), or a GPT disk
+/// image with an `IMAGECACHE` partition.
+fn open_image(path: &Path) -> Result<Cache, LayoutError> {
     let read_err = |source| LayoutError::Open {
         path: path.to_owned(),
         source,
     };
     let file = File::open(path).map_err(read_err)?;
-    if !imager_iso::read::is_iso9660(&file).map_err(read_err)? {
-        return Err(LayoutError::NotACache {
-            path: path.to_owned(),
-        });
+    if imager_iso::read::is_iso9660(&file).map_err(read_err)? {
+        return open_iso(path, &file);
     }
-    let listing = imager_iso::read::list_dir(&file, path, ISO_CACHE_DIR)
+    let partitions = imager_disk::read::read_partitions(&file, path)
+        .map_err(|source| LayoutError::Gpt {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?
+        .ok_or_else(|| LayoutError::NotACache {
+            path: path.to_owned(),
+        })?;
+    open_metal(path, &file, &partitions)
+}
+
+/// The partition a metal image keeps its cache on, and the name a Talos node finds it by.
+pub const METAL_CACHE_PARTITION: &str = "IMAGECACHE";
+
+/// What the ext4 root holds besides the cache tree.
+const EXT4_LOST_FOUND: &str = "lost+found";
+
+fn open_metal(
+    path: &Path,
+    file: &File,
+    partitions: &[imager_disk::read::Partition],
+) -> Result<Cache, LayoutError> {
+    let part = partitions
+        .iter()
+        .find(|p| p.name == METAL_CACHE_PARTITION)
+        .ok_or_else(|| LayoutError::NoCachePartition {
+            path: path.to_owned(),
+            names: partitions
+                .iter()
+                .map(|p| format!("{:?}", p.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    let listing =
+        imager_ext4::read::list_files(file, path, part.offset, part.len, &[EXT4_LOST_FOUND])
+            .map_err(|source| LayoutError::Ext4 {
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?;
+    let entries = listing
+        .files
+        .into_iter()
+        .map(|f| Entry {
+            path: f.path,
+            size: f.size,
+            location: runs_location(f.extents),
+        })
+        .collect();
+    Ok(Cache {
+        input: path.to_owned(),
+        form: InputForm::Metal,
+        sources: vec![path.to_owned()],
+        entries: sorted(entries, path)?,
+        strays: Vec::new(),
+        stream: None,
+    })
+}
+
+/// The location of a file whose bytes are `runs` of source 0, in file order.
+fn runs_location(runs: Vec<(u64, u64)>) -> Location {
+    match runs[..] {
+        [] => Location::Range {
+            source: 0,
+            offset: 0,
+        },
+        [(offset, _)] => Location::Range { source: 0, offset },
+        _ => Location::Extents {
+            source: 0,
+            extents: runs.into_boxed_slice(),
+        },
+    }
+}
+
+fn open_iso(path: &Path, file: &File) -> Result<Cache, LayoutError> {
+    let listing = imager_iso::read::list_dir(file, path, ISO_CACHE_DIR)
         .map_err(|source| LayoutError::Iso {
             path: path.to_owned(),
             source: Box::new(source),
@@ -800,21 +876,10 @@ fn open_iso(path: &Path) -> Result<Cache, LayoutError> {
                     _ => runs.push((e.offset, e.len)),
                 }
             }
-            let location = match runs[..] {
-                [] => Location::Range {
-                    source: 0,
-                    offset: 0,
-                },
-                [(offset, _)] => Location::Range { source: 0, offset },
-                _ => Location::Extents {
-                    source: 0,
-                    extents: runs.into_boxed_slice(),
-                },
-            };
             Entry {
                 path: f.path,
                 size: f.size,
-                location,
+                location: runs_location(runs),
             }
         })
         .collect();

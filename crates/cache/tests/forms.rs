@@ -41,12 +41,15 @@ fn every_form(fx: &Fixture, dir: &Path) -> Vec<(&'static str, std::path::PathBuf
     fx.write_oci_layout(&layout);
     let iso = dir.join("cache.iso");
     write_iso(&iso, &fx.flat_files());
+    let metal = dir.join("metal.raw");
+    write_metal(&metal, &fx.flat_files());
     vec![
         ("flat", flat, InputForm::Flat),
         ("wrapped-gzip", wrapped_gzip, InputForm::OciWrapped),
         ("wrapped-tar", wrapped_tar, InputForm::OciWrapped),
         ("layout", layout, InputForm::OciLayout),
         ("iso", iso, InputForm::Iso),
+        ("metal", metal, InputForm::Metal),
     ]
 }
 
@@ -82,7 +85,7 @@ fn every_form_gives_the_same_entries() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names.len(), 5, "{names:?}");
+    assert_eq!(names.len(), 6, "{names:?}");
 }
 
 #[test]
@@ -356,4 +359,42 @@ fn a_truncated_iso_is_refused() {
     let err = open(&iso, &ReadOptions::default()).unwrap_err();
     assert!(matches!(err, LayoutError::Iso { .. }), "{err}");
     assert!(err.to_string().contains("cache.iso"), "{err}");
+}
+
+#[test]
+fn a_disk_image_without_imagecache_or_with_a_damaged_one_is_refused_by_name() {
+    let fx = Fixture::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tmp.path().join("other.raw");
+    fs::File::create(&disk).unwrap().set_len(8 << 20).unwrap();
+    let out = std::process::Command::new("sgdisk")
+        .args(["-n", "1:0:0", "-t", "1:8300", "-c", "1:STATE"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = open(&disk, &ReadOptions::default()).unwrap_err();
+    assert!(matches!(err, LayoutError::NoCachePartition { .. }), "{err}");
+    assert!(err.to_string().contains("\"STATE\""), "{err}");
+
+    // The IMAGECACHE partition with its superblock wiped: named as not ext4.
+    let metal = tmp.path().join("metal.raw");
+    write_metal(&metal, &fx.flat_files());
+    let f = fs::OpenOptions::new().write(true).open(&metal).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 1024], (5 << 20) + 1024).unwrap();
+    let err = open(&metal, &ReadOptions::default()).unwrap_err();
+    assert!(matches!(err, LayoutError::Ext4 { .. }), "{err}");
+    let chain = format!("{:?}", anyhow_chain(&err));
+    assert!(chain.contains("not an ext2/3/4 file system"), "{chain}");
+}
+
+/// The error and its sources, as the CLI prints them.
+fn anyhow_chain(err: &dyn std::error::Error) -> Vec<String> {
+    let mut out = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push(s.to_string());
+        source = s.source();
+    }
+    out
 }

@@ -502,6 +502,35 @@ pub fn write_iso(path: &Path, files: &BTreeMap<String, Vec<u8>>) {
     spec.write(&out, path, &mut |_| {}).unwrap();
 }
 
+/// A GPT disk image made by `sgdisk` whose `IMAGECACHE` partition holds the tree as ext4 made by
+/// `mke2fs -d` (e2fsprogs): the metal form, written by tools that are not ours.
+pub fn write_metal(path: &Path, files: &BTreeMap<String, Vec<u8>>) {
+    let tree = path.with_extension("tree");
+    write_files(&tree, files);
+    fs::File::create(path).unwrap().set_len(40 << 20).unwrap();
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(std::process::Command::new("sgdisk")
+        .args(["-n", "1:0:+4M", "-t", "1:EF00", "-c", "1:EFI"])
+        .args(["-n", "2:0:+32M", "-t", "2:8300", "-c", "2:IMAGECACHE"])
+        .arg(path));
+    // Partition 2 starts at 5 MiB (sgdisk aligns to 1 MiB; partition 1 is 1..5 MiB).
+    run(std::process::Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-L", "IMAGECACHE", "-E"])
+        .arg(format!("offset={},root_owner=0:0", 5 << 20))
+        .arg("-d")
+        .arg(&tree)
+        .arg(path)
+        .arg("32M"));
+    fs::remove_dir_all(&tree).unwrap();
+}
+
 /// Asserts two trees hold the same files, naming the first difference.
 pub fn assert_same_tree(got: &BTreeMap<String, Vec<u8>>, want: &BTreeMap<String, Vec<u8>>) {
     let got_names: Vec<&String> = got.keys().collect();
