@@ -1,5 +1,5 @@
 //! Writing a [`Plan`]: the metadata from the layout, the file data by the caller's [`FileData`]
-//! (with `copy_file_range` in [`HostFiles`]).
+//! (with `copy_file_range`, by `imager-copy`, in [`HostFiles`]).
 
 use std::fs::File;
 use std::io;
@@ -169,66 +169,8 @@ impl FileData for HostFiles {
                 &self.open.insert((index, file)).1
             }
         };
-        copy_range(src, file_offset, out, out_offset, len)
+        imager_copy::copy_range(src, file_offset, out, out_offset, len)
     }
-}
-
-/// Larger requests let the kernel batch.
-const KERNEL_CHUNK: u64 = 64 << 20;
-const BUFFER: usize = 1 << 20;
-
-/// Copies `len` bytes of `src` at `off_in` to `out` at `off_out`.
-pub(crate) fn copy_range(
-    src: &File,
-    mut off_in: u64,
-    out: &File,
-    mut off_out: u64,
-    len: u64,
-) -> io::Result<()> {
-    let end = off_in + len;
-    while off_in < end {
-        let want = (end - off_in).min(KERNEL_CHUNK) as usize;
-        let before = off_in;
-        match rustix::fs::copy_file_range(src, Some(&mut off_in), out, Some(&mut off_out), want) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the file ended before its planned length",
-                ));
-            }
-            Ok(_) => {}
-            // Across file systems on old kernels, special files, or no copy_file_range at all.
-            Err(
-                rustix::io::Errno::XDEV
-                | rustix::io::Errno::NOSYS
-                | rustix::io::Errno::INVAL
-                | rustix::io::Errno::OPNOTSUPP,
-            ) if off_in == before => {
-                return copy_buffered(src, off_in, out, off_out, end - off_in);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-fn copy_buffered(
-    src: &File,
-    mut off_in: u64,
-    out: &File,
-    mut off_out: u64,
-    mut left: u64,
-) -> io::Result<()> {
-    let mut buf = vec![0u8; BUFFER.min(left as usize)];
-    while left > 0 {
-        let take = left.min(buf.len() as u64) as usize;
-        src.read_exact_at(&mut buf[..take], off_in)?;
-        out.write_all_at(&buf[..take], off_out)?;
-        off_in += take as u64;
-        off_out += take as u64;
-        left -= take as u64;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -281,8 +223,5 @@ mod tests {
         let err = data.copy(0, 6, &out, 20, 4).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         assert!(data.copy(1, 0, &out, 0, 1).is_err());
-        // The buffered path copies the same bytes.
-        copy_buffered(&File::open(&src_path).unwrap(), 1, &out, 30, 3).unwrap();
-        assert_eq!(&std::fs::read(&out_path).unwrap()[30..33], b"bcd");
     }
 }
