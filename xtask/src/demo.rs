@@ -217,6 +217,8 @@ fn attach_name(a: Attach) -> &'static str {
     match a {
         Attach::Cdrom => "a CD-ROM",
         Attach::UsbDisk => "a USB disk",
+        Attach::VirtioDisk => "a virtio disk",
+        Attach::SataDisk => "a SATA disk",
     }
 }
 

@@ -50,6 +50,10 @@ pub enum Attach {
     /// A raw USB mass-storage disk (as after `dd` to a stick): the firmware boots the MBR
     /// (BIOS) or finds the ESP through the partition table (UEFI).
     UsbDisk,
+    /// A virtio block disk (a VM's system disk, as a metal image is uploaded to a hypervisor).
+    VirtioDisk,
+    /// A SATA disk on an AHCI controller (a bare-metal machine's disk).
+    SataDisk,
 }
 
 impl fmt::Display for Attach {
@@ -57,6 +61,8 @@ impl fmt::Display for Attach {
         f.write_str(match self {
             Attach::Cdrom => "cdrom",
             Attach::UsbDisk => "usb",
+            Attach::VirtioDisk => "virtio",
+            Attach::SataDisk => "sata",
         })
     }
 }
@@ -234,6 +240,22 @@ impl BootConfig {
                     path,
                 ));
                 cmd.args(["-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=0"]);
+            }
+            // snapshot=on: the guest may write to the disk, the image file stays untouched.
+            Media::Image {
+                path,
+                attach: attach @ (Attach::VirtioDisk | Attach::SataDisk),
+            } => {
+                cmd.arg("-drive").arg(opt_path(
+                    "if=none,id=disk,format=raw,snapshot=on,file=",
+                    path,
+                ));
+                if *attach == Attach::VirtioDisk {
+                    cmd.args(["-device", "virtio-blk-pci,drive=disk,bootindex=0"]);
+                } else {
+                    cmd.args(["-device", "ahci,id=ahci"]);
+                    cmd.args(["-device", "ide-hd,drive=disk,bus=ahci.0,bootindex=0"]);
+                }
             }
             Media::Kernel {
                 kernel,

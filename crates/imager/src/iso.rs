@@ -128,7 +128,7 @@ pub fn run(args: IsoArgs) -> Result<()> {
 }
 
 /// `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
-fn build_time() -> Result<i64> {
+pub(crate) fn build_time() -> Result<i64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(value) => {
             let secs: i64 = value.trim().parse().with_context(|| {

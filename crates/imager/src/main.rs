@@ -4,6 +4,7 @@
 mod cache;
 mod images;
 mod iso;
+mod metal;
 mod talos_config;
 
 use std::process::ExitCode;
@@ -25,6 +26,9 @@ struct Cli {
 enum Command {
     /// Write a hybrid ISO (BIOS + UEFI, CD + USB) with an image cache: DIR/metal-<arch>.iso.
     Iso(iso::IsoArgs),
+    /// Write a GPT raw disk image (UEFI + BIOS) with the cache on its ext4 IMAGECACHE partition:
+    /// DIR/metal-<arch>.raw.zst, or .raw.
+    Metal(metal::MetalArgs),
     /// Create and inspect image caches.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -40,7 +44,7 @@ fn main() -> ExitCode {
     // signals by itself; the others write nothing.
     let stages = matches!(
         cli.command,
-        Command::Iso(_) | Command::Cache(cache::CacheCommand::Create(_))
+        Command::Iso(_) | Command::Metal(_) | Command::Cache(cache::CacheCommand::Create(_))
     );
     if stages && let Err(err) = imager_staging::exit_on_signals(report_interrupted) {
         eprintln!("imager: error: watching for SIGINT and SIGTERM: {err}");
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Iso(args) => iso::run(args),
+        Command::Metal(args) => metal::run(args),
         Command::Cache(cmd) => cache::run(cmd),
         Command::Images(cmd) => images::run(cmd),
     };

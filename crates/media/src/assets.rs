@@ -17,6 +17,10 @@ pub const ISOLINUX_BIN: &str = "isolinux/isolinux.bin";
 pub const ISOLINUX_LDLINUX: &str = "isolinux/ldlinux.c32";
 pub const ISOLINUX_MBR: &str = "isolinux/isohdpfx.bin";
 pub const SYSTEMD_BOOT: &str = "efi/systemd-bootx64.efi";
+/// GRUB for BIOS (`cargo xtask assets`): `boot.img` for the MBR and the i386-pc core image for
+/// the BIOS boot partition. Only `imager metal` needs them; they are checked when it loads them.
+pub const GRUB_BOOT_IMG: &str = "grub/boot.img";
+pub const GRUB_CORE_IMG: &str = "grub/core.img";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssetsError {
@@ -60,6 +64,9 @@ pub struct Assets {
     pub ldlinux: PathBuf,
     pub isohybrid_mbr: PathBuf,
     pub systemd_boot: PathBuf,
+    /// GRUB's `boot.img` and core image; not checked here (the ISO does not use them).
+    pub grub_boot_img: PathBuf,
+    pub grub_core_img: PathBuf,
 }
 
 /// Which assets directory to use: `explicit` (`--assets`), else `env` (`$IMAGER_ASSETS`), else
@@ -108,6 +115,8 @@ impl Assets {
             ldlinux: dir.join(ISOLINUX_LDLINUX),
             isohybrid_mbr: dir.join(ISOLINUX_MBR),
             systemd_boot: dir.join(SYSTEMD_BOOT),
+            grub_boot_img: dir.join(GRUB_BOOT_IMG),
+            grub_core_img: dir.join(GRUB_CORE_IMG),
         };
         for (what, path) in [
             ("kernel", &assets.kernel),

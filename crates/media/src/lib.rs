@@ -7,7 +7,9 @@ pub mod bootcfg;
 pub mod formats;
 pub mod iso;
 pub mod label;
+pub mod metal;
 pub mod version;
 
 pub use assets::{Assets, AssetsError};
 pub use iso::{IsoError, IsoJob, IsoRequest};
+pub use metal::{MetalError, MetalJob, MetalRequest, OutFormat};
