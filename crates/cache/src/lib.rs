@@ -17,6 +17,7 @@ pub mod list;
 pub mod model;
 pub mod oci_out;
 mod par;
+pub mod push;
 mod slot;
 pub mod tar_layer;
 pub mod verify;

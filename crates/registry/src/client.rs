@@ -285,6 +285,12 @@ impl Client {
         })
     }
 
+    /// How `registry` was reached (`https`, or `http` when insecure), once a connection worked.
+    pub fn scheme_of(&self, registry: &str) -> Option<&'static str> {
+        let state = lock(&self.inner.registries).get(registry).cloned()?;
+        *lock(&state.scheme)
+    }
+
     fn registry(&self, registry: &str) -> Arc<RegistryState> {
         lock(&self.inner.registries)
             .entry(registry.to_owned())
