@@ -11,6 +11,7 @@
 
 pub mod create;
 pub mod digest;
+pub mod export;
 pub mod flat;
 pub mod layout;
 pub mod list;
