@@ -64,7 +64,7 @@ pub enum PushError {
         what: String,
         dest: String,
         #[source]
-        source: crate::ReferenceError,
+        source: Box<crate::ReferenceError>,
     },
     #[error(
         "{cache} is {form} whose layer is gzip-compressed: its blobs cannot be sent from where \
@@ -74,9 +74,15 @@ pub enum PushError {
     #[error(transparent)]
     Layout(#[from] LayoutError),
     #[error(transparent)]
-    Registry(#[from] imager_registry::Error),
+    Registry(#[from] Box<imager_registry::Error>),
     #[error("starting the async runtime")]
     Runtime(#[source] std::io::Error),
+}
+
+impl From<imager_registry::Error> for PushError {
+    fn from(e: imager_registry::Error) -> Self {
+        Self::Registry(Box::new(e))
+    }
 }
 
 impl Dest {
@@ -271,7 +277,7 @@ pub fn plan(
                 image: source.to_string(),
                 what: "its repository".into(),
                 dest: dest.to_string(),
-                source: e,
+                source: Box::new(e),
             })?;
         if let Some(first) = claimed.insert(target.to_string(), source.to_string())
             && first != source.to_string()
@@ -393,6 +399,9 @@ pub fn plan(
     Ok(out)
 }
 
+/// Called as each image's tag lands.
+pub type ImageDone = Arc<dyn Fn(&ImagePlan) + Send + Sync>;
+
 /// How to push.
 #[derive(Clone)]
 pub struct PushOptions {
@@ -402,7 +411,7 @@ pub struct PushOptions {
     pub client: ClientConfig,
     pub upload: UploadOptions,
     /// Told of each image as its tag lands.
-    pub image_done: Option<Arc<dyn Fn(&ImagePlan) + Send + Sync>>,
+    pub image_done: Option<ImageDone>,
 }
 
 impl std::fmt::Debug for PushOptions {

@@ -666,6 +666,8 @@ impl Client {
 
     /// Acts on a 401: records the challenged scheme so the next attempt authenticates, or fails
     /// when what we sent was already our best.
+    // The request's context and what it sent and heard: grouping them would only rename them.
+    #[allow(clippy::too_many_arguments)]
     async fn answer_challenge(
         &self,
         ctx: &Ctx<'_>,

@@ -488,10 +488,10 @@ impl Client {
         size: u64,
         e: Error,
     ) -> Error {
-        if lock(sent).hasher.len() == size {
-            if let Err(mismatch) = self.check_sent(ctx, digest, sent, size) {
-                return mismatch;
-            }
+        // Read apart from the check, which takes the lock itself.
+        let complete = lock(sent).hasher.len() == size;
+        if complete && let Err(mismatch) = self.check_sent(ctx, digest, sent, size) {
+            return mismatch;
         }
         e
     }
