@@ -11,12 +11,14 @@
 
 pub mod create;
 pub mod digest;
+pub mod export;
 pub mod flat;
 pub mod layout;
 pub mod list;
 pub mod model;
 pub mod oci_out;
 mod par;
+pub mod push;
 mod slot;
 pub mod tar_layer;
 pub mod verify;

@@ -26,6 +26,12 @@ pub enum CacheCommand {
     /// Serve caches read-only over the OCI distribution API (containerd, skopeo, crane) until
     /// interrupted; with --mirror, print or write the client configuration for it.
     Serve(ServeArgs),
+    /// Push every cached image (or --images) to a registry (DEST: host[:port][/path prefix]),
+    /// manifests byte-exact, and print or write the mirror configuration that sends each cached
+    /// registry there.
+    Push(crate::cache_push::PushArgs),
+    /// Write images of a cache as a tarball `ctr images import` and `docker load` take.
+    Export(crate::cache_export::ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +110,8 @@ pub fn run(cmd: CacheCommand) -> Result<()> {
         CacheCommand::Verify(args) => verify(&args),
         CacheCommand::List(args) => list(&args.input),
         CacheCommand::Serve(args) => serve(args),
+        CacheCommand::Push(args) => crate::cache_push::run(args),
+        CacheCommand::Export(args) => crate::cache_export::run(args),
     }
 }
 
@@ -259,7 +267,7 @@ fn source_date_epoch() -> Result<u64> {
 
 /// Progress of `cache create`: on a terminal, an overall bar (bytes of all blobs) and one bar per
 /// blob in flight; otherwise one line per image and per retry, for logs.
-struct Bars {
+pub(crate) struct Bars {
     terminal: bool,
     multi: MultiProgress,
     overall: ProgressBar,
@@ -279,7 +287,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Bars {
-    fn new(terminal: bool) -> Self {
+    pub(crate) fn new(terminal: bool) -> Self {
         let multi = MultiProgress::with_draw_target(if terminal {
             ProgressDrawTarget::stderr()
         } else {
@@ -301,7 +309,7 @@ impl Bars {
     }
 
     /// A line above the bars on a terminal, on stderr otherwise.
-    fn line(&self, text: &str) {
+    pub(crate) fn line(&self, text: &str) {
         if self.terminal {
             let _ = self.multi.println(text);
         } else {
@@ -309,7 +317,7 @@ impl Bars {
         }
     }
 
-    fn clear(&self) {
+    pub(crate) fn clear(&self) {
         for (_, (bar, _)) in lock(&self.blobs).drain() {
             bar.finish_and_clear();
         }

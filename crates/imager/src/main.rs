@@ -2,6 +2,8 @@
 //! crates. Nothing here decides a layout or a format.
 
 mod cache;
+mod cache_export;
+mod cache_push;
 mod images;
 mod iso;
 mod metal;
@@ -44,7 +46,9 @@ fn main() -> ExitCode {
     // signals by itself; the others write nothing.
     let stages = matches!(
         cli.command,
-        Command::Iso(_) | Command::Metal(_) | Command::Cache(cache::CacheCommand::Create(_))
+        Command::Iso(_)
+            | Command::Metal(_)
+            | Command::Cache(cache::CacheCommand::Create(_) | cache::CacheCommand::Export(_))
     );
     if stages && let Err(err) = imager_staging::exit_on_signals(report_interrupted) {
         eprintln!("imager: error: watching for SIGINT and SIGTERM: {err}");

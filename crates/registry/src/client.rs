@@ -285,6 +285,12 @@ impl Client {
         })
     }
 
+    /// How `registry` was reached (`https`, or `http` when insecure), once a connection worked.
+    pub fn scheme_of(&self, registry: &str) -> Option<&'static str> {
+        let state = lock(&self.inner.registries).get(registry).cloned()?;
+        *lock(&state.scheme)
+    }
+
     fn registry(&self, registry: &str) -> Arc<RegistryState> {
         lock(&self.inner.registries)
             .entry(registry.to_owned())
@@ -432,7 +438,7 @@ impl Client {
         }
     }
 
-    async fn wait_or_give_up(
+    pub(crate) async fn wait_or_give_up(
         &self,
         ctx: &Ctx<'_>,
         err: Error,
@@ -467,6 +473,28 @@ impl Client {
         headers: &HeaderMap,
         backoff: &mut Backoff,
     ) -> Result<reqwest::Response, Error> {
+        let scope = pull_scope(ctx.repo);
+        let call = Call {
+            method: reqwest::Method::GET,
+            target: Target::Repo(path),
+            headers,
+            body: None,
+            scope: &scope,
+            pass: &[],
+            retry: true,
+        };
+        self.send(ctx, &call, backoff).await
+    }
+
+    /// Sends `call` with authentication (answering challenges for `call.scope`) and, when
+    /// `call.retry`, retries of transient failures; returns a 2xx response or one whose status is
+    /// in `call.pass` (its body not read yet). 401/403/404 and other statuses become errors.
+    pub(crate) async fn send(
+        &self,
+        ctx: &Ctx<'_>,
+        call: &Call<'_>,
+        backoff: &mut Backoff,
+    ) -> Result<reqwest::Response, Error> {
         let registry = ctx.repo.registry();
         let state = self.registry(registry);
         let mut auth_rounds = 0;
@@ -475,15 +503,31 @@ impl Client {
         loop {
             let scheme_known = *lock(&state.scheme);
             let scheme = scheme_known.unwrap_or(if try_http { "http" } else { "https" });
-            let url = format!(
-                "{scheme}://{}/v2/{}/{path}",
-                api_host(ctx.repo.registry()),
-                ctx.repo.repository()
-            );
-            let (authorization, sent) = self.authorization(ctx, &state, backoff.deadline()).await?;
-            let mut req = self.inner.http.get(&url).headers(headers.clone());
+            let host = api_host(ctx.repo.registry());
+            let url = match call.target {
+                Target::Repo(path) => {
+                    format!("{scheme}://{host}/v2/{}/{path}", ctx.repo.repository())
+                }
+                Target::Location(loc)
+                    if loc.starts_with("http://") || loc.starts_with("https://") =>
+                {
+                    loc.to_owned()
+                }
+                Target::Location(loc) => format!("{scheme}://{host}{loc}"),
+            };
+            let (authorization, sent) = self
+                .authorization(ctx, &state, call.scope, backoff.deadline())
+                .await?;
+            let mut req = self
+                .inner
+                .http
+                .request(call.method.clone(), &url)
+                .headers(call.headers.clone());
             if let Some(a) = authorization {
                 req = req.header(header::AUTHORIZATION, a);
+            }
+            if let Some(body) = call.body {
+                req = req.body(body()?);
             }
             let Some(sent_result) = by(backoff.deadline(), req.send()).await else {
                 return Err(self.out_of_time(ctx, &url, backoff));
@@ -500,6 +544,14 @@ impl Client {
                             continue;
                         }
                     }
+                    if !call.retry {
+                        return Err(Error::Transport {
+                            image: ctx.image.clone(),
+                            what: ctx.what.clone(),
+                            url,
+                            source: e,
+                        });
+                    }
                     self.transport_failure(ctx, &url, e, backoff).await?;
                     continue;
                 }
@@ -508,7 +560,7 @@ impl Client {
                 *lock(&state.scheme) = Some(scheme);
             }
             let status = resp.status();
-            if status.is_success() {
+            if status.is_success() || call.pass.contains(&status) {
                 return Ok(resp);
             }
             let challenges: Vec<Challenge> = resp
@@ -527,8 +579,16 @@ impl Client {
             match status {
                 StatusCode::UNAUTHORIZED => {
                     auth_rounds += 1;
-                    self.answer_challenge(ctx, &state, challenges, sent, auth_rounds, detail)
-                        .await?;
+                    self.answer_challenge(
+                        ctx,
+                        &state,
+                        call.scope,
+                        challenges,
+                        sent,
+                        auth_rounds,
+                        detail,
+                    )
+                    .await?;
                 }
                 StatusCode::FORBIDDEN => {
                     return Err(Error::Denied {
@@ -552,7 +612,7 @@ impl Client {
                         status: s.as_u16(),
                         detail,
                     };
-                    if !is_transient_status(s.as_u16()) {
+                    if !call.retry || !is_transient_status(s.as_u16()) {
                         return Err(err);
                     }
                     self.wait_or_give_up(ctx, err, retry_after, backoff).await?;
@@ -568,6 +628,7 @@ impl Client {
         &self,
         ctx: &Ctx<'_>,
         state: &RegistryState,
+        scope: &str,
         deadline: Instant,
     ) -> Result<(Option<String>, Sent), Error> {
         let scheme = lock(&state.auth).clone();
@@ -582,9 +643,8 @@ impl Client {
                 _ => Ok((None, Sent::Nothing)),
             },
             AuthScheme::Bearer { realm, service } => {
-                let scope = format!("repository:{}:pull", ctx.repo.repository());
                 let slot = lock(&state.tokens)
-                    .entry(scope.clone())
+                    .entry(scope.to_owned())
                     .or_default()
                     .clone();
                 let mut slot = slot.lock().await;
@@ -595,7 +655,7 @@ impl Client {
                     return Ok((Some(format!("Bearer {}", t.token)), Sent::CachedToken));
                 }
                 let token = self
-                    .fetch_token(ctx, state, &realm, service.as_deref(), &scope, deadline)
+                    .fetch_token(ctx, state, &realm, service.as_deref(), scope, deadline)
                     .await?;
                 let value = format!("Bearer {}", token.token);
                 *slot = Some(token);
@@ -606,10 +666,13 @@ impl Client {
 
     /// Acts on a 401: records the challenged scheme so the next attempt authenticates, or fails
     /// when what we sent was already our best.
+    // The request's context and what it sent and heard: grouping them would only rename them.
+    #[allow(clippy::too_many_arguments)]
     async fn answer_challenge(
         &self,
         ctx: &Ctx<'_>,
         state: &RegistryState,
+        scope: &str,
         challenges: Vec<Challenge>,
         sent: Sent,
         rounds: u32,
@@ -648,8 +711,7 @@ impl Client {
         if let Some((realm, service)) = bearer {
             // A cached token was refused (expired early or revoked): drop it so a new one is fetched.
             if sent == Sent::CachedToken {
-                let scope = format!("repository:{}:pull", ctx.repo.repository());
-                let slot = lock(&state.tokens).get(&scope).cloned();
+                let slot = lock(&state.tokens).get(scope).cloned();
                 if let Some(slot) = slot {
                     *slot.lock().await = None;
                 }
@@ -784,7 +846,11 @@ impl Client {
                         if let Some(s) = service {
                             q.append_pair("service", s);
                         }
-                        q.append_pair("scope", scope);
+                        // Several scopes (a push that mounts from another repository) are
+                        // several `scope` parameters.
+                        for one in scope.split(' ').filter(|s| !s.is_empty()) {
+                            q.append_pair("scope", one);
+                        }
                     }
                     let mut req = self.inner.http.get(url.clone());
                     if let Some(Credentials::Basic { username, password }) = other {
@@ -869,6 +935,35 @@ impl Client {
     }
 }
 
+/// Where a request goes.
+#[derive(Clone, Copy)]
+pub(crate) enum Target<'a> {
+    /// `/v2/<repository>/<path>`.
+    Repo(&'a str),
+    /// An upload's `Location`: absolute, or a path on the registry's host.
+    Location(&'a str),
+}
+
+/// A request the client signs and retries: see [`Client::send`].
+pub(crate) struct Call<'a> {
+    pub(crate) method: reqwest::Method,
+    pub(crate) target: Target<'a>,
+    pub(crate) headers: &'a HeaderMap,
+    /// Makes the body afresh for each attempt (a file-backed body is reopened).
+    pub(crate) body: Option<&'a (dyn Fn() -> Result<reqwest::Body, Error> + Send + Sync)>,
+    /// The bearer token scope(s), space-separated.
+    pub(crate) scope: &'a str,
+    /// Statuses handed back to the caller rather than made errors (a HEAD's 404).
+    pub(crate) pass: &'a [StatusCode],
+    /// False: a transient failure is returned at once (the caller resumes an upload itself).
+    pub(crate) retry: bool,
+}
+
+/// `repository:<repo>:pull`
+pub(crate) fn pull_scope(repo: &ImageName) -> String {
+    format!("repository:{}:pull", repo.repository())
+}
+
 /// `fut`'s output, or `None` when `deadline` passes first.
 pub(crate) async fn by<F: std::future::Future>(deadline: Instant, fut: F) -> Option<F::Output> {
     tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), fut)
@@ -893,7 +988,7 @@ async fn read_capped(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, r
 }
 
 /// The registry's explanation of an error status, from the first 64 KiB of the body.
-async fn error_detail(resp: reqwest::Response) -> Option<String> {
+pub(crate) async fn error_detail(resp: reqwest::Response) -> Option<String> {
     // A body that cannot be read adds nothing to the status we already have.
     let body = read_capped(resp, 64 << 10).await.ok()?;
     auth::summarize_error_body(&body)

@@ -121,6 +121,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A blob to push could not be read from where it lies.
+    #[error("{image}: {what}: cannot read {}", path.display())]
+    Source {
+        image: String,
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{image}: cannot get the credentials for {registry}")]
     Credentials {
         image: String,

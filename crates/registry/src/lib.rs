@@ -1,4 +1,5 @@
-//! The pull side of the OCI distribution API, for building image caches.
+//! The OCI distribution API: the pull side, for building image caches, and the push side
+//! ([`Client::push_blob`], [`Client::put_manifest`]), for feeding a fleet's registry from one.
 //!
 //! - [`Client::get_manifest`]: a manifest or index, byte-exact, verified against its digest.
 //! - [`Client::get_blob`] / [`Client::fetch_blobs`]: blobs streamed to disk while hashed, renamed into
@@ -14,6 +15,7 @@ mod blob;
 mod client;
 mod docker_config;
 mod error;
+mod push;
 mod retry;
 
 /// The media types, from the vocabulary crate.
@@ -31,6 +33,7 @@ pub use imager_oci::{
     Descriptor, Digest, ImageManifest, ImageName, ManifestError, ManifestKind, Platform,
     PlatformError, PlatformSelection, Reference, ReferenceError, SelectError, select_platforms,
 };
+pub use push::{BlobPushed, BlobSource, UploadOptions};
 pub use retry::RetryPolicy;
 
 #[cfg(feature = "testing")]

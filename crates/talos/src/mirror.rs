@@ -57,6 +57,98 @@ fn upstream(registry: &str) -> String {
     }
 }
 
+/// A mirror's endpoint: its URL, and whether that URL already holds the API path (`/v2/<prefix>`,
+/// containerd's `override_path`, Talos's `overridePath`), for a registry that keeps mirrored
+/// repositories under a path prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub url: String,
+    pub override_path: bool,
+}
+
+impl Endpoint {
+    /// `scheme://host`, repositories straight under it; or, under `path`,
+    /// `scheme://host/v2/<path>` with the path overridden.
+    pub fn at(scheme: &str, host: &str, path: &str) -> Self {
+        if path.is_empty() {
+            Self {
+                url: format!("{scheme}://{host}"),
+                override_path: false,
+            }
+        } else {
+            Self {
+                url: format!("{scheme}://{host}/v2/{path}"),
+                override_path: true,
+            }
+        }
+    }
+}
+
+/// [`hosts_toml`] for a mirror at `endpoint` (a registry fed by `imager cache push`).
+pub fn hosts_toml_for(registry: &str, endpoint: &Endpoint, what: &str) -> String {
+    let mut s = format!(
+        "# {registry}: {what} {}\n\
+         server = {}\n\
+         \n\
+         [host.{}]\n  capabilities = [\"pull\", \"resolve\"]\n",
+        endpoint.url,
+        toml_string(&upstream(registry)),
+        toml_string(&endpoint.url),
+    );
+    if endpoint.override_path {
+        s.push_str("  override_path = true\n");
+    }
+    s
+}
+
+/// [`talos_patch`] with an endpoint per registry.
+pub fn talos_patch_for(style: MirrorStyle, mirrors: &[(String, Endpoint)]) -> String {
+    let endpoint_map = |e: &Endpoint| {
+        let mut pairs = vec![("url", Node::str(e.url.as_str()))];
+        if e.override_path {
+            pairs.push(("overridePath", Node::Bool(true)));
+        }
+        Node::map(pairs)
+    };
+    match style {
+        MirrorStyle::RegistryMirrorConfig => {
+            let docs: Vec<Node> = mirrors
+                .iter()
+                .map(|(r, e)| {
+                    Node::map([
+                        ("apiVersion", Node::str("v1alpha1")),
+                        ("kind", Node::str("RegistryMirrorConfig")),
+                        ("name", Node::str(r.as_str())),
+                        ("endpoints", Node::List(vec![endpoint_map(e)])),
+                    ])
+                })
+                .collect();
+            yaml::documents(&docs)
+        }
+        MirrorStyle::MachineRegistries => {
+            let entries = Node::Map(
+                mirrors
+                    .iter()
+                    .map(|(r, e)| {
+                        let mut pairs = vec![(
+                            "endpoints".to_owned(),
+                            Node::List(vec![Node::str(e.url.as_str())]),
+                        )];
+                        if e.override_path {
+                            pairs.push(("overridePath".to_owned(), Node::Bool(true)));
+                        }
+                        (r.clone(), Node::Map(pairs))
+                    })
+                    .collect(),
+            );
+            yaml::document(&Node::map([(
+                "machine",
+                Node::map([("registries", Node::map([("mirrors", entries)]))]),
+            )]))
+        }
+    }
+}
+
 /// containerd's `hosts.toml` for `registry`: pull and resolve from the server, falling back to
 /// the real registry (unreachable in an air gap, so the cache decides there). `server_url` is
 /// the server's own URL (`http://host:port`), written as a TOML basic string.
@@ -213,6 +305,29 @@ mod tests {
             ),
             "machine:\n  registries:\n    mirrors:\n      docker.io:\n        endpoints:\n          - http://127.0.0.1:3172\n      \
              \"host:5000\":\n        endpoints:\n          - http://127.0.0.1:3172\n"
+        );
+    }
+
+    #[test]
+    fn endpoints_under_a_path_override_it() {
+        let plain = Endpoint::at("http", "reg:5000", "");
+        assert_eq!(plain.url, "http://reg:5000");
+        assert!(!hosts_toml_for("docker.io", &plain, "pushed to").contains("override_path"));
+        let under = Endpoint::at("https", "reg", "m/docker.io");
+        assert_eq!(under.url, "https://reg/v2/m/docker.io");
+        let toml = hosts_toml_for("docker.io", &under, "pushed to");
+        assert!(
+            toml.ends_with("[host.\"https://reg/v2/m/docker.io\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n"),
+            "{toml}"
+        );
+        let mirrors = [("docker.io".to_owned(), under)];
+        assert_eq!(
+            talos_patch_for(MirrorStyle::RegistryMirrorConfig, &mirrors),
+            "apiVersion: v1alpha1\nkind: RegistryMirrorConfig\nname: docker.io\nendpoints:\n  - url: https://reg/v2/m/docker.io\n    overridePath: true\n"
+        );
+        assert_eq!(
+            talos_patch_for(MirrorStyle::MachineRegistries, &mirrors),
+            "machine:\n  registries:\n    mirrors:\n      docker.io:\n        endpoints:\n          - https://reg/v2/m/docker.io\n        overridePath: true\n"
         );
     }
 

@@ -70,6 +70,26 @@ pub fn write_mirror_config(
     Ok(written)
 }
 
+/// [`write_mirror_config`] for mirrors with an endpoint each (a registry fed by `imager cache
+/// push`): the same files, in the same places.
+pub fn write_mirror_config_for(
+    dir: &Path,
+    mirrors: &[(String, mirror::Endpoint)],
+    what: &str,
+    style: MirrorStyle,
+) -> Result<Vec<PathBuf>, WriteError> {
+    let mut written = Vec::new();
+    for (registry, endpoint) in mirrors {
+        let path = dir.join(registry).join("hosts.toml");
+        write_file(&path, &mirror::hosts_toml_for(registry, endpoint, what))?;
+        written.push(path);
+    }
+    let path = dir.join(TALOS_PATCH_FILE);
+    write_file(&path, &mirror::talos_patch_for(style, mirrors))?;
+    written.push(path);
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

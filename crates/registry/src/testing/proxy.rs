@@ -26,6 +26,9 @@ pub enum Action {
     /// Answer 200 with this `Content-Type` and body instead of forwarding (a registry serving
     /// something no real one would, e.g. a manifest over every size limit).
     Respond(&'static str, Vec<u8>),
+    /// Forward this many bytes of the request's body, then cut both connections (an upload
+    /// dropped midway).
+    CutUploadAfter(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -159,7 +162,7 @@ async fn handle(
     upstream: SocketAddr,
     state: Arc<Mutex<State>>,
 ) -> std::io::Result<()> {
-    let Some((head, _)) = read_head(&mut client).await? else {
+    let Some((head, request_body)) = read_head(&mut client).await? else {
         return Ok(());
     };
     let (request_line, mut headers) = split_head(&head);
@@ -219,6 +222,40 @@ async fn handle(
     }
     let mut up = TcpStream::connect(upstream).await?;
     up.write_all(&join_head(&request_line, &headers)).await?;
+    // The request's body (uploads), by its Content-Length.
+    let body_len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let cut = match action {
+        Some(Action::CutUploadAfter(n)) => Some(n),
+        _ => None,
+    };
+    let mut forwarded = 0usize;
+    let mut pending = request_body;
+    let mut chunk = vec![0u8; 64 << 10];
+    while forwarded < body_len {
+        if pending.is_empty() {
+            let n = client.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            pending = chunk[..n].to_vec();
+        }
+        let mut take = pending.len().min(body_len - forwarded);
+        if let Some(c) = cut {
+            take = take.min(c.saturating_sub(forwarded));
+        }
+        up.write_all(&pending[..take]).await?;
+        forwarded += take;
+        pending.drain(..take);
+        if cut.is_some_and(|c| forwarded >= c) {
+            up.flush().await?;
+            // Both sockets dropped: the registry sees a short body, the client a reset.
+            return Ok(());
+        }
+    }
     let Some((resp_head, first_body)) = read_head(&mut up).await? else {
         return Ok(());
     };
