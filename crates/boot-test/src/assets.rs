@@ -13,6 +13,8 @@ pub const ASSET_FILES: &[&str] = &[
     "isolinux/isohdpfx.bin",
     "isolinux/ldlinux.c32",
     "efi/systemd-bootx64.efi",
+    "grub/boot.img",
+    "grub/core.img",
 ];
 
 /// The repository root (this crate lives at `crates/boot-test`).

@@ -136,7 +136,11 @@ fn parse_size(text: &str) -> Result<u64> {
     let n: u64 = number
         .parse()
         .context("not a size: a number of bytes with an optional K/M/G/T suffix")?;
-    let shift = match unit.trim_end_matches("iB").trim_end_matches('B').trim_end_matches('i') {
+    let shift = match unit
+        .trim_end_matches("iB")
+        .trim_end_matches('B')
+        .trim_end_matches('i')
+    {
         "" => 0,
         "K" | "k" => 10,
         "M" | "m" => 20,

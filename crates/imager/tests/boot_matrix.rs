@@ -134,7 +134,9 @@ fn boot_and_check(firmware: Firmware, attach: Attach) {
     match attach {
         Attach::Cdrom => assert!(volume.device.starts_with("/dev/sr"), "{volume:?}"),
         Attach::UsbDisk => assert!(volume.device.starts_with("/dev/sd"), "{volume:?}"),
-        Attach::VirtioDisk | Attach::SataDisk => unreachable!("an ISO is booted as a CD or a stick"),
+        Attach::VirtioDisk | Attach::SataDisk => {
+            unreachable!("an ISO is booted as a CD or a stick")
+        }
     }
 
     let expected = expected_listing(&common::demo_cache()).expect("list the demo cache");

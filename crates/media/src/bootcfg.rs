@@ -120,7 +120,11 @@ const GRUB_SPECIAL: &[char] = &['$', '\\', '\'', ';', '|', '&', '<', '>', '{', '
 
 /// GRUB's `grub.cfg` for BIOS machines: the one entry at once, on the console and the first
 /// serial port. The command line is [`kernel_cmdline`]'s, word for word.
-pub fn grub_cfg(title: &str, files: BootFiles<'_>, extra: &[String]) -> Result<String, BootCfgError> {
+pub fn grub_cfg(
+    title: &str,
+    files: BootFiles<'_>,
+    extra: &[String],
+) -> Result<String, BootCfgError> {
     let cmdline = kernel_cmdline(extra)?;
     for arg in extra {
         if arg.contains(GRUB_SPECIAL) {

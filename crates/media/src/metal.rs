@@ -206,8 +206,9 @@ impl MetalJob {
                 let tree = imager_ext4::Tree::new(&files)?;
                 // Upstream's size (the bytes + 20 %, whole MiB), or what the tree needs when a
                 // cache of many small files needs more.
-                let size = metal::imagecache_size(cache.total_bytes())
-                    .max(imager_ext4::min_size(&tree).div_ceil(imager_disk::MIB) * imager_disk::MIB);
+                let size = metal::imagecache_size(cache.total_bytes()).max(
+                    imager_ext4::min_size(&tree).div_ceil(imager_disk::MIB) * imager_disk::MIB,
+                );
                 Some(imager_ext4::Plan::new(
                     tree,
                     &imager_ext4::Options {
@@ -237,8 +238,8 @@ impl MetalJob {
         let fat = |label: &str, files: &mut dyn FnMut(&mut EspSpec) -> Result<(), MetalError>| {
             let mut spec = EspSpec::new(label, req.unix_time)?;
             files(&mut spec)?;
-            let staged = StagedFile::create(&req.output_dir, FAT_PREFIX, 0o600)
-                .map_err(out_dir_err)?;
+            let staged =
+                StagedFile::create(&req.output_dir, FAT_PREFIX, 0o600).map_err(out_dir_err)?;
             let len = spec.write_to(staged.file(), staged.path())?;
             Ok::<_, MetalError>((staged, len))
         };
@@ -271,7 +272,8 @@ impl MetalJob {
                 });
             }
         }
-        let out_tmp = StagedFile::create(&req.output_dir, OUT_PREFIX, 0o644).map_err(out_dir_err)?;
+        let out_tmp =
+            StagedFile::create(&req.output_dir, OUT_PREFIX, 0o644).map_err(out_dir_err)?;
         Ok(Self {
             plan,
             grub,
@@ -349,20 +351,22 @@ impl MetalJob {
         }
         out.sync_all().map_err(write_err)?;
         match self.out_format {
-            OutFormat::Raw => self
-                .out_tmp
-                .persist(&self.output)
-                .map_err(|source| MetalError::Persist {
-                    path: self.output.clone(),
-                    source,
-                })?,
-            OutFormat::Zstd => {
-                let zst = StagedFile::create(&self.output_dir, ZST_PREFIX, 0o644).map_err(
-                    |source| MetalError::OutputDir {
-                        path: self.output_dir.clone(),
+            OutFormat::Raw => {
+                self.out_tmp
+                    .persist(&self.output)
+                    .map_err(|source| MetalError::Persist {
+                        path: self.output.clone(),
                         source,
-                    },
-                )?;
+                    })?
+            }
+            OutFormat::Zstd => {
+                let zst =
+                    StagedFile::create(&self.output_dir, ZST_PREFIX, 0o644).map_err(|source| {
+                        MetalError::OutputDir {
+                            path: self.output_dir.clone(),
+                            source,
+                        }
+                    })?;
                 compress(out, zst.file()).map_err(|source| MetalError::Write {
                     path: zst.path().to_owned(),
                     source,
@@ -425,9 +429,10 @@ impl imager_ext4::FileData for CacheData<'_> {
         let entry: &Entry = self.cache.entries().get(index).ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("no cache entry {index}"))
         })?;
-        let (host, runs) = self.cache.pieces(entry).ok_or_else(|| {
-            io::Error::other(format!("{}: not readable in place", entry.path))
-        })?;
+        let (host, runs) = self
+            .cache
+            .pieces(entry)
+            .ok_or_else(|| io::Error::other(format!("{}: not readable in place", entry.path)))?;
         let src = match self.open.iter().position(|(p, _)| p == host) {
             Some(i) => &self.open[i].1,
             None => {

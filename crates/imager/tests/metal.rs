@@ -1,0 +1,285 @@
+//! `imager metal` checked by tools nobody here wrote: `sgdisk` reads the partition table,
+//! `fsck.fat` the two FAT file systems, `e2fsck`, `dumpe2fs` and `debugfs` the cache's ext4; the
+//! same inputs give the same bytes; bad input leaves nothing under the output's name.
+
+// Test code: a panic with its message is how a failure is reported, helpers included.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn metal(out: &Path, extra: &[&str]) -> Output {
+    let assets = common::real_assets();
+    let mut args: Vec<&OsStr> = vec![
+        "metal".as_ref(),
+        "--assets".as_ref(),
+        assets.as_os_str(),
+        "--image-cache".as_ref(),
+        common::demo_cache().into_os_string().leak(),
+        "--output".as_ref(),
+        out.as_os_str(),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    common::imager_with_env(args, &[("SOURCE_DATE_EPOCH", "0")])
+}
+
+/// `sgdisk -i N`: (name, type GUID, attribute flags, first sector, last sector).
+fn partition(disk: &Path, n: u32) -> (String, String, String, u64, u64) {
+    let (ok, text) = common::run_tool(
+        "sgdisk",
+        &[
+            OsStr::new("-i"),
+            OsStr::new(&n.to_string()),
+            disk.as_os_str(),
+        ],
+    );
+    assert!(ok, "{text}");
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .trim()
+            .to_owned()
+    };
+    let number = |key: &str| {
+        field(key)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    (
+        field("Partition name:").trim_matches('\'').to_owned(),
+        field("Partition GUID code:")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned(),
+        field("Attribute flags:"),
+        number("First sector:"),
+        number("Last sector:"),
+    )
+}
+
+/// A partition copied out to its own file (what fsck.fat needs).
+fn extract(disk: &Path, first: u64, last: u64, to: &Path) {
+    let src = File::open(disk).unwrap();
+    let out = File::create(to).unwrap();
+    let len = (last - first + 1) * 512;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        src.read_exact_at(&mut buf[..n], first * 512 + at).unwrap();
+        out.write_all_at(&buf[..n], at).unwrap();
+        at += n as u64;
+    }
+}
+
+#[test]
+fn sgdisk_fsck_fat_e2fsck_and_debugfs_accept_the_image_and_read_the_cache_back() {
+    for (tool, package) in [
+        ("sgdisk", "gdisk"),
+        ("fsck.fat", "dosfstools"),
+        ("e2fsck", "e2fsprogs"),
+        ("debugfs", "e2fsprogs"),
+    ] {
+        common::require_tool(tool, package);
+    }
+    let tmp = common::scratch();
+    let out = metal(tmp.path(), &["--out-format", "raw"]);
+    common::assert_success(&out, "imager metal");
+    let disk = tmp.path().join("metal-amd64.raw");
+    let (ok, text) = common::run_tool("sgdisk", &[OsStr::new("-v"), disk.as_os_str()]);
+    assert!(ok && text.contains("No problems found"), "{text}");
+
+    let parts: Vec<_> = (1..=5).map(|n| partition(&disk, n)).collect();
+    let names: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(names, ["EFI", "BIOS", "BOOT", "META", "IMAGECACHE"]);
+    assert_eq!(parts[0].1, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+    assert_eq!(parts[1].1, "21686148-6449-6E6F-744E-656564454649");
+    assert_eq!(parts[1].2, "0000000000000004", "BIOS: legacy BIOS bootable");
+    for p in &parts[2..] {
+        assert_eq!(p.1, "0FC63DAF-8483-4772-8E79-3D69D8477DE4", "{}", p.0);
+    }
+
+    for (i, name) in [(0, "efi"), (2, "boot")] {
+        let fat = tmp.path().join(format!("{name}.img"));
+        extract(&disk, parts[i].3, parts[i].4, &fat);
+        let (ok, text) = common::run_tool("fsck.fat", &[OsStr::new("-n"), fat.as_os_str()]);
+        assert!(ok, "fsck.fat -n {name}: {text}");
+        std::fs::remove_file(&fat).unwrap();
+    }
+
+    let ext4 = format!("{}?offset={}", disk.display(), parts[4].3 * 512);
+    let (ok, text) = common::run_tool("e2fsck", &[OsStr::new("-fn"), OsStr::new(&ext4)]);
+    assert!(ok, "e2fsck -fn: {text}");
+    let (ok, text) = common::run_tool("dumpe2fs", &[OsStr::new("-h"), OsStr::new(&ext4)]);
+    assert!(ok, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("Filesystem volume name:") && l.ends_with("IMAGECACHE")),
+        "{text}"
+    );
+    let dump = tmp.path().join("dump");
+    std::fs::create_dir(&dump).unwrap();
+    let (ok, text) = common::run_tool(
+        "debugfs",
+        &[
+            OsStr::new("-R"),
+            OsStr::new(&format!("rdump / {}", dump.display())),
+            OsStr::new(&ext4),
+        ],
+    );
+    assert!(ok, "debugfs: {text}");
+    let read_back = tree(&dump, &["lost+found"]);
+    let want = tree(&common::demo_cache(), &[]);
+    assert_eq!(read_back, want, "debugfs read back something else");
+}
+
+/// Every regular file under `root` with its sha256, by relative path; top-level `skip` left out.
+fn tree(root: &Path, skip: &[&str]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = common::files_under(root)
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+            (rel, common::sha256_file(&p))
+        })
+        .filter(|(rel, _)| !skip.iter().any(|s| rel.starts_with(&format!("{s}/"))))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The allocated extents of a sparse file and their bytes (holes read as zeros; comparing the
+/// data regions is comparing the images).
+fn data_regions(path: &Path) -> Vec<(u64, Vec<u8>)> {
+    use rustix::fs::{SeekFrom, seek};
+    let f = File::open(path).unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < len {
+        let Ok(start) = seek(&f, SeekFrom::Data(at)) else {
+            break;
+        };
+        let end = seek(&f, SeekFrom::Hole(start)).unwrap().min(len);
+        let mut buf = vec![0u8; (end - start) as usize];
+        f.read_exact_at(&mut buf, start).unwrap();
+        out.push((start, buf));
+        at = end;
+    }
+    out
+}
+
+#[test]
+fn the_same_inputs_give_the_same_image_and_the_zst_holds_it() {
+    common::require_tool("zstd", "zstd");
+    let tmp = common::scratch();
+    let (a, b, z) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("z"),
+    );
+    for dir in [&a, &b] {
+        common::assert_success(&metal(dir, &["--out-format", "raw"]), "imager metal");
+    }
+    common::assert_success(&metal(&z, &[]), "imager metal (zst)");
+    let raw = a.join("metal-amd64.raw");
+    let regions = data_regions(&raw);
+    assert!(!regions.is_empty());
+    assert!(
+        regions == data_regions(&b.join("metal-amd64.raw")),
+        "two builds differ"
+    );
+    // The default output is upstream's: zstd of the same bytes.
+    let zst = z.join("metal-amd64.raw.zst");
+    let out = std::process::Command::new("zstd")
+        .args(["-d", "-q", "-o"])
+        .arg(tmp.path().join("unpacked.raw"))
+        .arg(&zst)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unpacked = tmp.path().join("unpacked.raw");
+    assert_eq!(
+        std::fs::metadata(&unpacked).unwrap().len(),
+        std::fs::metadata(&raw).unwrap().len()
+    );
+    // zstd -d writes holes for zeros, so its data regions are a subset of ours: compare bytes.
+    let unpacked_file = File::open(&unpacked).unwrap();
+    for (start, bytes) in &regions {
+        let mut got = vec![0u8; bytes.len()];
+        unpacked_file.read_exact_at(&mut got, *start).unwrap();
+        assert!(&got == bytes, "the .zst differs at byte {start}");
+    }
+    assert!(
+        z.read_dir().unwrap().count() == 1,
+        "only the .zst is left in {}",
+        z.display()
+    );
+}
+
+#[test]
+fn bad_input_is_named_and_leaves_nothing() {
+    let tmp = common::scratch();
+    let check = |out: &Output, dir: &PathBuf, needle: &str| {
+        assert!(!out.status.success(), "accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{needle:?} not in: {err}");
+        let left: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "left behind in {}: {left:?}",
+            dir.display()
+        );
+    };
+    let dir = tmp.path().join("small");
+    check(&metal(&dir, &["--disk-size", "100M"]), &dir, "--disk-size");
+    let dir = tmp.path().join("fmt");
+    check(
+        &metal(&dir, &["--out-format", "qcow2"]),
+        &dir,
+        "--out-format",
+    );
+    let dir = tmp.path().join("arg");
+    check(
+        &metal(&dir, &["--extra-kernel-arg", "x=$root"]),
+        &dir,
+        "--extra-kernel-arg",
+    );
+    // Assets without GRUB: the missing file is named.
+    let assets = tmp.path().join("assets");
+    std::fs::create_dir(&assets).unwrap();
+    for f in imager_boot_test::ASSET_FILES {
+        if !f.starts_with("grub/") {
+            let to = assets.join(f);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(common::real_assets().join(f), &to).unwrap();
+        }
+    }
+    let dir = tmp.path().join("nogrub");
+    let out = common::imager_with_env(
+        [
+            OsStr::new("metal"),
+            OsStr::new("--assets"),
+            assets.as_os_str(),
+            OsStr::new("--output"),
+            dir.as_os_str(),
+        ],
+        &[],
+    );
+    check(&out, &dir, "grub/boot.img");
+}
