@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
+use imager_disk::metal;
 
 use super::{Flags, Step, Tool, markdown_table, peak_temp, run_rotated, summarize};
 use crate::util::{human_size, workspace_root};
@@ -19,12 +20,12 @@ pub(super) const USAGE: &str = "usage: cargo xtask bench metal [--runs N] [--gib
 
 const MIB: u64 = 1 << 20;
 
-/// Upstream's partition sizes (pkg/machinery/imager/quirks/partitions.go), in MiB: EFI, BIOS,
+/// Upstream's partition sizes (`imager_disk::metal`, read from upstream), in MiB: EFI, BIOS,
 /// BOOT, META; the cache partition follows.
-const EFI_MIB: u64 = 100;
-const BIOS_MIB: u64 = 1;
-const BOOT_MIB: u64 = 1000;
-const META_MIB: u64 = 1;
+const EFI_MIB: u64 = metal::EFI_SIZE / MIB;
+const BIOS_MIB: u64 = metal::BIOS_SIZE / MIB;
+const BOOT_MIB: u64 = metal::BOOT_SIZE / MIB;
+const META_MIB: u64 = metal::META_SIZE / MIB;
 
 #[derive(Debug)]
 struct MetalBench {
@@ -200,7 +201,7 @@ fn prepare_peer_inputs(assets: &Path, staging: &Path) -> Result<()> {
 
 /// The size upstream gives the cache partition: the files' bytes plus 20 %, rounded up to 1 MiB.
 fn cache_partition_mib(cache_bytes: u64) -> u64 {
-    (cache_bytes + cache_bytes / 5).div_ceil(MIB)
+    metal::imagecache_size(cache_bytes) / MIB
 }
 
 /// Upstream's recipe for one image, as commands: the disk file and its table, each file system
