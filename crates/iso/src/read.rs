@@ -685,7 +685,7 @@ impl<'f> Reader<'f> {
         let Some(alt) = gpt_backup_lba(&header) else {
             return Ok(());
         };
-        let at = alt.checked_mul(GPT_SECTOR).unwrap_or(u64::MAX);
+        let at = alt.saturating_mul(GPT_SECTOR);
         let end = at.saturating_add(GPT_SECTOR);
         if self.len < end {
             return Err(self.err(
