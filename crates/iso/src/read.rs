@@ -1419,15 +1419,13 @@ mod tests {
         );
         // Long enough, but the backup header is gone.
         image.set_len(len).unwrap();
-        assert!(
-            matches!(
-                list_dir(&image, &iso, "imagecache").unwrap_err(),
-                IsoError::Image {
-                    source: ReadError::NoBackupGpt(at),
-                    ..
-                } if at == len - 512
-            )
-        );
+        assert!(matches!(
+            list_dir(&image, &iso, "imagecache").unwrap_err(),
+            IsoError::Image {
+                source: ReadError::NoBackupGpt(at),
+                ..
+            } if at == len - 512
+        ));
     }
 
     #[test]

@@ -644,7 +644,10 @@ mod tests {
         assert!(
             matches!(err("LOCALHOST:5055/app"), E::UppercaseRegistry { registry, .. } if registry == "LOCALHOST:5055")
         );
-        assert!(matches!(err("Ghcr.io/org/app"), E::UppercaseRegistry { .. }));
+        assert!(matches!(
+            err("Ghcr.io/org/app"),
+            E::UppercaseRegistry { .. }
+        ));
         // The upper case alone makes the first component a host (as Docker reads it).
         assert!(matches!(err("Registry/app"), E::UppercaseRegistry { .. }));
         assert!(
