@@ -180,11 +180,12 @@ fn start_writeback(out: &File, offset: u64, len: u64) {
 /// checking first that the host file still holds them. Reports each copied chunk to `progress`:
 /// the image offset it ends at, and its size.
 ///
-/// A file with an expected digest is copied through a buffer and hashed on the way (`pieces` are
-/// in file order); the kernel's copy is used otherwise. Both cost the same memory traffic on a
-/// file system without reflinks (the kernel copies page to page; the buffer path copies twice
-/// through a buffer that stays in the CPU cache), and the buffer path reads the source once where
-/// copying then re-reading the output would read it twice: measured in docs/benchmarks.md.
+/// A file with an expected digest is still copied by the kernel, a chunk at a time, and each
+/// chunk is then read back from the output (from the page cache, where it was just written) and
+/// hashed, in file order (`pieces` are in file order): what is checked is what landed in the
+/// image, a reflinking file system still shares the extents, and on one that copies it measured
+/// faster than reading through a buffer, hashing and writing (docs/benchmarks.md). `out` must be
+/// open for reading too.
 pub(crate) fn copy_pieces(
     path: &str,
     file: &HostFile,
@@ -219,7 +220,7 @@ pub(crate) fn copy_pieces(
                 len,
             };
             let copied = match &mut hashing {
-                Some((hasher, buf)) => copy_through(&src, &part, out, buf, hasher, progress),
+                Some((hasher, buf)) => copy_and_hash(&src, &part, out, buf, hasher, progress),
                 None => copy_range(&src, &part, out, progress),
             };
             copied.map_err(|err| match err {
@@ -246,8 +247,9 @@ pub(crate) fn copy_pieces(
     Ok(())
 }
 
-/// Copies `piece` through `buf`, hashing what passes.
-fn copy_through(
+/// Copies `piece` a kernel chunk at a time, hashing each chunk from the output after it is
+/// copied (while its pages are still cached).
+fn copy_and_hash(
     src: &File,
     piece: &Piece,
     out: &File,
@@ -255,18 +257,24 @@ fn copy_through(
     hasher: &mut Hasher,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(), CopyError> {
-    let (mut off_in, mut off_out, mut left) = (piece.file_offset, piece.image_offset, piece.len);
-    while left > 0 {
-        let take = left.min(buf.len() as u64) as usize;
-        src.read_exact_at(&mut buf[..take], off_in)
-            .map_err(CopyError::Read)?;
-        hasher.update(&buf[..take]);
-        out.write_all_at(&buf[..take], off_out)
-            .map_err(CopyError::Write)?;
-        off_in += take as u64;
-        off_out += take as u64;
-        left -= take as u64;
-        progress(off_out, take as u64);
+    let mut at = 0;
+    while at < piece.len {
+        let chunk = Piece {
+            image_offset: piece.image_offset + at,
+            file_offset: piece.file_offset + at,
+            len: (piece.len - at).min(KERNEL_CHUNK),
+        };
+        copy_range(src, &chunk, out, progress)?;
+        let mut done = 0;
+        while done < chunk.len {
+            let take = (chunk.len - done).min(buf.len() as u64) as usize;
+            // A failed read of what was just written is the output's failure.
+            out.read_exact_at(&mut buf[..take], chunk.image_offset + done)
+                .map_err(CopyError::Write)?;
+            hasher.update(&buf[..take]);
+            done += take as u64;
+        }
+        at += chunk.len;
     }
     Ok(())
 }
@@ -516,8 +524,8 @@ mod tests {
         let bytes = std::fs::read(&out_path).unwrap();
         assert_eq!(&bytes[2..6], b"efgh");
         assert_eq!(&bytes[10..14], b"abcd");
-        // With an expected digest the bytes go through a buffer and are hashed in file order,
-        // across runs of the host file and pieces of the image.
+        // With an expected digest the bytes are hashed as they landed, in file order, across
+        // runs of the host file and pieces of the image.
         let mut checked = HostFile {
             data: Data::Runs {
                 host: src_path.clone(),
@@ -527,7 +535,13 @@ mod tests {
             check: Some(Digest::of(b"efghabcd")),
         };
         let out2_path = dir.path().join("out2");
-        let out2 = File::create(&out2_path).unwrap();
+        let out2 = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&out2_path)
+            .unwrap();
         let pieces = [
             Piece {
                 image_offset: 0,

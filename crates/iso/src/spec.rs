@@ -124,8 +124,9 @@ impl IsoSpec {
     }
 
     /// [`IsoSpec::add_file_runs`], for bytes whose sha256 must be `expected`: they are hashed as
-    /// they are copied (through a buffer, not by the kernel), and other bytes fail the write with
-    /// [`IsoError::Content`] naming `path`.
+    /// they are copied (each chunk read back from the output after the kernel copied it), and
+    /// other bytes fail the write with [`IsoError::Content`] naming `path`. The output file given
+    /// to [`IsoSpec::write`] must then be open for reading too.
     pub fn add_file_runs_checked(
         &mut self,
         path: &str,
@@ -403,7 +404,7 @@ impl IsoSpec {
         Ok(self.plan.get_or_init(|| report))
     }
 
-    /// Writes the image into `out` (an empty file opened for writing), then syncs it, reporting
+    /// Writes the image into `out` (an empty file opened for writing, and reading if files are checked), then syncs it, reporting
     /// bytes written to `progress`. `out_path` is only used in error messages.
     pub fn write(
         &self,
