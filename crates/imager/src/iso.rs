@@ -108,6 +108,13 @@ pub fn run(args: IsoArgs) -> Result<()> {
         };
         anyhow::Error::new(err).context(context)
     })?;
+    for file in job.left_out_files() {
+        eprintln!(
+            "imager: warning: left out of the medium: {}: {}",
+            file.path.display(),
+            file.detail
+        );
+    }
     for image in job.skipped_images() {
         eprintln!("imager: warning: left out of the medium (--skip-unusable-images): {image}");
     }

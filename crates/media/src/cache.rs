@@ -3,8 +3,10 @@
 //! cache crate's checks that `cache verify` reports too ([`imager_cache::check`]).
 //!
 //! - A file whose name or place breaks the format (a `blob/` name that is not `sha256-<64 hex>`,
-//!   an upper-case registry directory, a stray file, a symlink) is refused: a node would never
-//!   find it, or it is not the cache's.
+//!   an upper-case registry directory, a symlink) is refused: a node would never find it, or it
+//!   is not the cache's. A file the format has no place for at all (a `README` beside `blob/`, a
+//!   leftover `.tmp-*`: `verify`'s `unexpected-entry` warning) is left out of the medium, and
+//!   [`CacheSelection::left_out_files`] says so.
 //! - A `digest/` manifest whose bytes are not its name is refused (the manifests are read for
 //!   the check anyway).
 //! - An image no node can pull (an index none of whose images is cached) is refused, naming it,
@@ -19,7 +21,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use imager_cache::check::{self, UnusableImage};
-use imager_cache::{Cache, Entry, Problem};
+use imager_cache::{Cache, Entry, Problem, ProblemKind};
 
 /// Why a cache cannot go onto a medium as it is.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,8 @@ pub struct CacheSelection {
     left_out: HashSet<String>,
     /// Images left out because no node could pull them.
     pub skipped: Vec<UnusableImage>,
+    /// Files left out because the format has no place for them.
+    pub left_out_files: Vec<Problem>,
 }
 
 impl CacheSelection {
@@ -79,16 +83,17 @@ pub fn select(cache: &Cache, skip_unusable: bool) -> Result<CacheSelection, Cach
         path: path.clone(),
         source: Box::new(source),
     })?;
-    if !structure.problems.is_empty() {
+    let (strays, errors): (Vec<Problem>, Vec<Problem>) = structure
+        .problems
+        .into_iter()
+        .partition(|p| p.kind == ProblemKind::UnexpectedEntry);
+    if !errors.is_empty() {
         return Err(CacheError::Structure {
             path,
-            problems: structure.problems,
+            problems: errors,
         });
     }
-    if structure.unusable.is_empty() {
-        return Ok(CacheSelection::default());
-    }
-    if !skip_unusable {
+    if !structure.unusable.is_empty() && !skip_unusable {
         return Err(CacheError::Unusable {
             path,
             images: structure.unusable,
@@ -98,10 +103,12 @@ pub fn select(cache: &Cache, skip_unusable: bool) -> Result<CacheSelection, Cach
         .unusable
         .iter()
         .flat_map(|u| &u.files)
+        .chain(strays.iter().map(|p| &p.path))
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     Ok(CacheSelection {
         left_out,
         skipped: structure.unusable,
+        left_out_files: strays,
     })
 }

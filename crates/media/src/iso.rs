@@ -278,6 +278,11 @@ impl IsoJob {
         &self.selection.skipped
     }
 
+    /// The cache's files left out of the medium because the format has no place for them.
+    pub fn left_out_files(&self) -> &[imager_cache::Problem] {
+        &self.selection.left_out_files
+    }
+
     /// Bytes the image will have.
     pub fn size(&self) -> u64 {
         self.size

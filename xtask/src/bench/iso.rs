@@ -235,7 +235,7 @@ fn make_oci_forms(cache: &Path, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let tar_form = dir.join("cache-oci-tar");
     let gzip_form = dir.join("cache-oci-gzip");
     let stamp = dir.join(".oci-forms-stamp");
-    let want = std::fs::read_to_string(cache.join(".bench-stamp")).unwrap_or_default();
+    let want = std::fs::read_to_string(cache_stamp(cache)).unwrap_or_default();
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
         return Ok((tar_form, gzip_form));
     }
@@ -353,7 +353,7 @@ fn make_cache(dir: &Path, gib: f64) -> Result<u64> {
             "manifests/registry.example.com/team/project/app/digest",
         ),
     ];
-    let stamp = dir.join(".bench-stamp");
+    let stamp = cache_stamp(dir);
     // v3: every file named by the sha256 of its bytes, so `imager iso --verify` accepts the tree
     // (v2 had digest-like names that were not the content's; v1 zero-padded counters).
     let want = format!("v3 {plan:?}");
@@ -375,6 +375,12 @@ fn make_cache(dir: &Path, gib: f64) -> Result<u64> {
     std::fs::write(&stamp, want)?;
     util::run_quiet(&mut Command::new("sync"))?;
     Ok(total)
+}
+
+/// What the generated cache at `dir` was made from: beside it, since a file inside is no part of
+/// the cache (media leave it out, with a warning).
+fn cache_stamp(dir: &Path) -> PathBuf {
+    dir.with_extension("stamp")
 }
 
 /// The boot files the peer's ISO gets (the same as imager's) and its ESP image.
