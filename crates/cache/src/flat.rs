@@ -52,6 +52,19 @@ pub fn registry_from_dir(dir: &str) -> String {
     dir.to_owned()
 }
 
+/// The digest a file's path names it by: `blob/sha256-<hex>` and
+/// `manifests/<registry>/<repo…>/digest/sha256-<hex>`; `None` for tags and anything else. Such a
+/// file's bytes must hash to that digest (a node serves them under it).
+pub fn named_digest(path: &str) -> Option<Digest> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let name = match parts[..] {
+        [BLOB_DIR, name] => name,
+        [MANIFESTS_DIR, _, _, .., DIGEST_DIR, name] => name,
+        _ => return None,
+    };
+    Digest::from_file_name(name)
+}
+
 /// `blob/sha256-<hex>`
 pub fn blob_path(digest: &Digest) -> PathBuf {
     Path::new(BLOB_DIR).join(digest.file_name())
@@ -598,6 +611,30 @@ mod tests {
         assert_eq!(registry_from_dir("host_x_"), "host_x_");
         assert_eq!(registry_from_dir("_5000_"), "_5000_");
         assert_eq!(registry_from_dir("host__"), "host__");
+    }
+
+    #[test]
+    fn digest_names() {
+        let d = Digest::of(b"x");
+        let f = d.file_name();
+        assert_eq!(named_digest(&format!("blob/{f}")), Some(d));
+        assert_eq!(
+            named_digest(&format!("manifests/r.io/a/digest/{f}")),
+            Some(d)
+        );
+        assert_eq!(
+            named_digest(&format!("manifests/r.io/a/b/digest/{f}")),
+            Some(d)
+        );
+        for no in [
+            format!("manifests/r.io/a/reference/{f}"),
+            format!("manifests/r.io/digest/{f}"),
+            format!("blob/x/{f}"),
+            "blob/sha256-abc".to_owned(),
+            f.clone(),
+        ] {
+            assert_eq!(named_digest(&no), None, "{no}");
+        }
     }
 
     #[test]

@@ -174,6 +174,15 @@ pub enum LayoutError {
         #[source]
         source: Box<LayerReadError>,
     },
+    #[error(
+        "{input}: {path}: its content hashes to {actual}, not the digest its name says (read from {layer})"
+    )]
+    EntryDigest {
+        input: PathBuf,
+        layer: PathBuf,
+        path: String,
+        actual: Digest,
+    },
     #[error("{input}: the cache path {path} appears twice")]
     DuplicatePath { input: PathBuf, path: String },
     #[error("image {path}")]

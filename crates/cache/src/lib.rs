@@ -9,6 +9,7 @@
 //! I/O; file data is streamed or copied by the kernel, never read whole (manifests are capped at
 //! [`manifest::MAX_MANIFEST_SIZE`]).
 
+pub mod check;
 pub mod create;
 pub mod digest;
 pub mod export;
@@ -23,6 +24,7 @@ mod slot;
 pub mod tar_layer;
 pub mod verify;
 
+pub use check::{Structure, UnusableImage};
 pub use create::{CreateError, CreateOptions, CreateProgress, Created, OutputLayout, create};
 pub use digest::{Digest, DigestError};
 pub use flat::{FlatError, FlatWriter};

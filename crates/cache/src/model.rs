@@ -20,9 +20,10 @@
 //! descriptors), and that every named file exists with its announced size. What it does not: the
 //! content of blobs and of a layer blob read in place (that is a full read of the cache, which is
 //! `cache verify`'s job; registryd hashes each blob before serving it). A streamed gzip layer is
-//! hashed as it streams and a mismatch fails the read.
+//! hashed as it streams and a mismatch fails the read, and so is every file in it named by a
+//! digest ([`Cache::read_stream`]): bytes that pass through this process are always checked.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -87,7 +88,14 @@ pub struct Cache {
     /// What a flat tree holds that is no regular file or has no UTF-8 name; never read.
     strays: Vec<Stray>,
     stream: Option<LayerStream>,
+    /// The manifest files of a compressed layer, kept from the pass that listed it (within
+    /// [`KEEP_BUDGET`]), so that reading them does not take another pass over the layer.
+    kept: Option<HashMap<String, Vec<u8>>>,
 }
+
+/// At most this many bytes of a compressed layer's manifests are kept in memory (real caches
+/// hold a few MiB); past it they are read from the stream again when needed.
+const KEEP_BUDGET: u64 = 64 << 20;
 
 impl Cache {
     /// Opens any accepted form: a flat tree (a directory with `manifests/` or `blob/`), an OCI
@@ -256,8 +264,44 @@ impl Cache {
     /// reader of exactly its bytes; a `visit` that does not read all of them leaves the rest to
     /// be skipped. The layer is hashed as it streams: a digest or size that is not the
     /// descriptor's fails the read (after the visits, which is why consumers write only into a
-    /// temp output). Nothing happens for a cache without a stream.
+    /// temp output). So is every file named by a digest (`blob/sha256-…`, `…/digest/sha256-…`),
+    /// right after its visit, with [`LayoutError::EntryDigest`] naming it. Nothing happens for a
+    /// cache without a stream.
     pub fn read_stream(
+        &self,
+        visit: &mut dyn FnMut(&Entry, &mut dyn Read) -> io::Result<()>,
+    ) -> Result<(), LayoutError> {
+        let mut mismatch = None;
+        let result = self.stream_entries(&mut |entry, r| {
+            let Some(expected) = flat::named_digest(&entry.path) else {
+                return visit(entry, r);
+            };
+            let mut hashing = HashingReader::new(r);
+            visit(entry, &mut hashing)?;
+            let (actual, _) = hashing.finish()?;
+            if actual != expected {
+                mismatch = Some((entry.path.clone(), actual));
+                return Err(io::Error::other(format!(
+                    "{}: the content hashes to {actual}",
+                    entry.path
+                )));
+            }
+            Ok(())
+        });
+        match (result, mismatch, &self.stream) {
+            (Err(_), Some((path, actual)), Some(stream)) => Err(LayoutError::EntryDigest {
+                input: self.input.clone(),
+                layer: stream.blob.clone(),
+                path,
+                actual,
+            }),
+            (result, _, _) => result,
+        }
+    }
+
+    /// [`Cache::read_stream`] without the check of each entry against its name (for readers that
+    /// hash the entries themselves and report rather than fail).
+    fn stream_entries(
         &self,
         visit: &mut dyn FnMut(&Entry, &mut dyn Read) -> io::Result<()>,
     ) -> Result<(), LayoutError> {
@@ -310,9 +354,22 @@ impl Cache {
         hash: &(dyn Fn(&Entry) -> bool + Sync),
     ) -> Result<Loaded, LayoutError> {
         let mut loaded = Loaded::default();
+        if let Some(kept) = &self.kept
+            && self
+                .entries
+                .iter()
+                .all(|e| !hash(e) && (!small(e) || kept.contains_key(&e.path)))
+        {
+            for e in self.entries.iter().filter(|e| small(e)) {
+                loaded
+                    .small
+                    .insert(e.path.clone(), Ok(kept[&e.path].clone()));
+            }
+            return Ok(loaded);
+        }
         if self.is_streamed() {
             let mut buf = hash_buffer();
-            self.read_stream(&mut |e, r| {
+            self.stream_entries(&mut |e, r| {
                 let want_small = small(e);
                 let want_hash = hash(e);
                 if !want_small && !want_hash {
@@ -375,6 +432,16 @@ impl Cache {
 pub struct Loaded {
     pub small: std::collections::HashMap<String, Result<Vec<u8>, FlatError>>,
     pub hashes: std::collections::HashMap<String, io::Result<(Digest, u64)>>,
+}
+
+impl Loaded {
+    /// The whole content of a small entry that was read without error.
+    pub fn small_bytes(&self, path: &str) -> Option<&[u8]> {
+        self.small
+            .get(path)
+            .and_then(|r| r.as_ref().ok())
+            .map(Vec::as_slice)
+    }
 }
 
 /// Reads an entry's runs in order.
@@ -510,6 +577,7 @@ fn open_flat(root: &Path) -> Result<Cache, LayoutError> {
         entries: sorted(entries, root)?,
         strays,
         stream: None,
+        kept: None,
     })
 }
 
@@ -539,6 +607,7 @@ fn open_plain(layout: &OciLayout, images: &[NamedImage]) -> Result<Cache, Layout
         sources: namer.sources,
         strays: Vec::new(),
         stream: None,
+        kept: None,
     })
 }
 
@@ -704,7 +773,7 @@ fn open_wrapped(
             source,
         })?;
     let compression = tar_layer::sniff(&head[..n]);
-    let (entries, stream) = match compression {
+    let (entries, stream, kept) = match compression {
         Compression::None => {
             let index = tar_layer::index(&file, len).map_err(|e| layer_err(e.into()))?;
             let entries = index
@@ -719,7 +788,7 @@ fn open_wrapped(
                     },
                 })
                 .collect();
-            (sorted(entries, &blob)?, None)
+            (sorted(entries, &blob)?, None, None)
         }
         compression => {
             // Listing a compressed layer is one pass over it (hashed on the way); the data is
@@ -729,7 +798,21 @@ fn open_wrapped(
                 data: room,
                 ..tar_layer::Bounds::FORMAT
             };
-            let read = tar_layer::read_layer(file, compression, bounds, |tf, _| {
+            let mut kept = Some(HashMap::new());
+            let mut kept_bytes = 0u64;
+            let read = tar_layer::read_layer(file, compression, bounds, |tf, r| {
+                if let Some(map) = &mut kept
+                    && tf.path.starts_with("manifests/")
+                {
+                    kept_bytes += tf.size;
+                    if tf.size > MAX_MANIFEST_SIZE || kept_bytes > KEEP_BUDGET {
+                        kept = None;
+                    } else {
+                        let mut bytes = Vec::with_capacity(tf.size as usize);
+                        r.read_to_end(&mut bytes)?;
+                        map.insert(tf.path.clone(), bytes);
+                    }
+                }
                 listed.push(Entry {
                     path: tf.path.clone(),
                     size: tf.size,
@@ -755,7 +838,7 @@ fn open_wrapped(
                 order,
                 expanded: read.expanded,
             };
-            (entries, Some(stream))
+            (entries, Some(stream), kept)
         }
     };
     Ok(Cache {
@@ -765,6 +848,7 @@ fn open_wrapped(
         entries,
         strays: Vec::new(),
         stream,
+        kept,
     })
 }
 
@@ -837,6 +921,7 @@ fn open_metal(
         entries: sorted(entries, path)?,
         strays: Vec::new(),
         stream: None,
+        kept: None,
     })
 }
 
@@ -890,6 +975,7 @@ fn open_iso(path: &Path, file: &File) -> Result<Cache, LayoutError> {
         entries: sorted(entries, path)?,
         strays: Vec::new(),
         stream: None,
+        kept: None,
     })
 }
 

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::check;
 use crate::digest::Digest;
-use crate::flat::{self, FlatError, Inventory, RepoDir, StrayKind};
+use crate::flat::{FlatError, Inventory, RepoDir};
 use crate::manifest::{self, MAX_MANIFEST_SIZE, Manifest};
 use crate::model::{Cache, Loaded};
-use crate::reference::is_tag;
 use crate::{LayoutError, ReadOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -49,6 +49,9 @@ pub enum ProblemKind {
     UnknownReferenceDigest,
     /// An index child that is not cached (normal for platforms that were not requested).
     MissingChildManifest,
+    /// An index none of whose images is cached: a node resolves its tag, then fails on every
+    /// platform ([`crate::check::unusable_images`]).
+    NoCachedImage,
     /// A blob no cached manifest names.
     UnreferencedBlob,
     /// No image at all.
@@ -74,6 +77,17 @@ pub struct Problem {
     /// Relative to the cache root.
     pub path: PathBuf,
     pub detail: String,
+}
+
+impl Problem {
+    pub(crate) fn new(kind: ProblemKind, path: &Path, detail: impl Into<String>) -> Self {
+        Self {
+            severity: kind.severity(),
+            kind,
+            path: path.to_owned(),
+            detail: detail.into(),
+        }
+    }
 }
 
 impl fmt::Display for Problem {
@@ -120,12 +134,7 @@ impl VerifyReport {
     }
 
     fn push(&mut self, kind: ProblemKind, path: &Path, detail: impl Into<String>) {
-        self.problems.push(Problem {
-            severity: kind.severity(),
-            kind,
-            path: path.to_owned(),
-            detail: detail.into(),
-        });
+        self.problems.push(Problem::new(kind, path, detail));
     }
 }
 
@@ -142,26 +151,30 @@ pub fn verify(cache: &Cache) -> Result<VerifyReport, LayoutError> {
     let loaded = cache.load(&|e| e.path.starts_with("manifests/"), &|e| {
         e.path.starts_with("blob/")
     })?;
-    let mut report = VerifyReport::default();
-
-    for s in &inv.strays {
-        let (kind, detail) = match s.kind {
-            StrayKind::Unexpected => (ProblemKind::UnexpectedEntry, "not part of the cache format"),
-            StrayKind::Symlink => (
-                ProblemKind::NotARegularFile,
-                "symbolic link (never followed)",
-            ),
-            StrayKind::Special => (ProblemKind::NotARegularFile, "not a regular file"),
-            StrayKind::NonUtf8Name => (ProblemKind::BadName, "name is not UTF-8"),
-            StrayKind::NotADigestName => (ProblemKind::BadName, "name is not sha256-<64 hex>"),
-        };
-        report.push(kind, &s.path, detail);
+    let mut report = VerifyReport {
+        problems: check::name_problems(&inv),
+        ..VerifyReport::default()
+    };
+    // Reported once, as an error, instead of a warning per missing child.
+    let unusable = check::unusable_images(&inv, &|p| loaded.small_bytes(p));
+    for u in &unusable {
+        let detail = u.to_string();
+        // The names lead the message; the path says which file.
+        report.push(ProblemKind::NoCachedImage, &u.index, detail);
     }
+    let unusable: HashSet<&Path> = unusable.iter().map(|u| u.index.as_path()).collect();
 
     let blobs = check_blobs(&loaded, &inv, &mut report);
     let mut referenced: HashSet<Digest> = HashSet::new();
     for repo in &inv.repos {
-        check_repo(&loaded, repo, &blobs, &mut referenced, &mut report);
+        check_repo(
+            &loaded,
+            repo,
+            &blobs,
+            &unusable,
+            &mut referenced,
+            &mut report,
+        );
     }
     for b in &inv.blobs {
         if !referenced.contains(&b.digest) {
@@ -223,24 +236,10 @@ fn check_repo(
     loaded: &Loaded,
     repo: &RepoDir,
     blobs: &HashMap<Digest, u64>,
+    unusable: &HashSet<&Path>,
     referenced: &mut HashSet<Digest>,
     report: &mut VerifyReport,
 ) {
-    if let Err(e) = repo.image_name() {
-        report.push(ProblemKind::BadName, &repo.path, e.to_string());
-    } else if flat::registry_dir(&repo.registry) != repo.registry_dir {
-        // Older talosctl releases wrote `host:port`; nodes look for `host_port_`.
-        report.push(
-            ProblemKind::BadName,
-            &repo.path,
-            format!(
-                "registry directory {:?} must be spelled {:?}",
-                repo.registry_dir,
-                flat::registry_dir(&repo.registry)
-            ),
-        );
-    }
-
     // Every digest/ file: hashes to its name, parses.
     let mut parsed: BTreeMap<Digest, (&Path, Option<Manifest>)> = BTreeMap::new();
     let mut sizes: HashMap<Digest, u64> = HashMap::new();
@@ -273,16 +272,10 @@ fn check_repo(
         parsed.insert(m.digest, (&m.path, manifest));
     }
 
-    // Every reference/ file: a valid tag whose bytes are one of the digest/ files.
+    // Every reference/ file: its bytes are one of the digest/ files (its name is checked with
+    // the other names).
     for t in &repo.tags {
         report.tags += 1;
-        if !is_tag(&t.tag) {
-            report.push(
-                ProblemKind::BadName,
-                &t.path,
-                format!("{:?} is not a valid tag", t.tag),
-            );
-        }
         let Some(bytes) = read_manifest(loaded, &t.path, report) else {
             continue;
         };
@@ -309,6 +302,7 @@ fn check_repo(
                         .as_ref()
                         .map_or(String::new(), |p| format!(" ({p})"));
                     match sizes.get(&child.digest) {
+                        None if unusable.contains(path) => {}
                         None => report.push(
                             ProblemKind::MissingChildManifest,
                             path,

@@ -337,3 +337,129 @@ fn registry_port_spelled_with_a_colon_is_flagged() {
             .contains("registry.example.com_5000_")
     );
 }
+
+#[test]
+fn an_index_with_no_cached_image_is_an_error() {
+    // ghcr.io/example/app:v1 is a manifest list whose arm64 child is not cached (a warning, as
+    // upstream caches are); without its amd64 child no node can pull it (an error).
+    let (tmp, fx) = flat();
+    let report = verify_flat(tmp.path()).unwrap();
+    assert!(report.is_ok(), "{:#?}", report.problems);
+    assert!(report.has(ProblemKind::MissingChildManifest));
+
+    let app = &fx.images[1];
+    let app_amd = fx.manifests["ghcr.io/example/app"]
+        .iter()
+        .find(|(_, m)| **m != app.top)
+        .map(|(d, _)| d.replace(':', "-"))
+        .unwrap();
+    fs::remove_file(
+        tmp.path()
+            .join("manifests/ghcr.io/example/app/digest")
+            .join(app_amd),
+    )
+    .unwrap();
+    let report = verify_flat(tmp.path()).unwrap();
+    let index = format!("manifests/ghcr.io/example/app/digest/{}", name(&app.top));
+    assert_eq!(
+        errors(&report),
+        [(ProblemKind::NoCachedImage, index.clone())]
+    );
+    let p = report.errors().next().unwrap();
+    assert!(
+        p.detail.starts_with("ghcr.io/example/app:v1: none of the 2 images its index lists (linux/amd64, linux/arm64) is cached"),
+        "{}",
+        p.detail
+    );
+    // Said once, not as a warning per missing child.
+    assert!(
+        !report
+            .problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::MissingChildManifest && p.path == Path::new(&index)),
+        "{:#?}",
+        report.problems
+    );
+}
+
+#[test]
+fn an_upper_case_registry_directory_is_a_bad_name() {
+    let (tmp, _fx) = flat();
+    let m = tmp.path().join("manifests");
+    fs::rename(m.join("ghcr.io"), m.join("GHCR.io")).unwrap();
+    let report = verify_flat(tmp.path()).unwrap();
+    let errs = errors(&report);
+    assert!(
+        errs.contains(&(
+            ProblemKind::BadName,
+            "manifests/GHCR.io/example/app".to_owned()
+        )),
+        "{errs:?}"
+    );
+    let p = report
+        .errors()
+        .find(|p| p.kind == ProblemKind::BadName)
+        .unwrap();
+    assert!(p.detail.contains("lower case (ghcr.io)"), "{}", p.detail);
+}
+
+/// A gzip'd wrapped layer whose blob entry's bytes are not its name: the layer's own digest is
+/// right (it was made that way), so only hashing each entry as it streams finds it.
+fn wrapped_with_a_misnamed_blob() -> (tempfile::TempDir, PathBuf, String) {
+    let fx = Fixture::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wrapped");
+    let mut files = fx.flat_files();
+    let layer = tool_layer(&fx);
+    let path = format!("blob/{}", name(&layer));
+    let mut bytes = files[&path].clone();
+    bytes[50] ^= 0x01;
+    files.insert(path.clone(), bytes);
+    write_wrapped(&dir, &[("linux/amd64", tar_of_tree(&files))]);
+    (tmp, dir, path)
+}
+
+#[test]
+fn a_streamed_entry_that_is_not_its_name_fails_the_stream_naming_it() {
+    let (_tmp, dir, path) = wrapped_with_a_misnamed_blob();
+    let cache = Cache::open(&dir, &ReadOptions::default()).unwrap();
+    assert!(cache.is_streamed());
+    let mut seen = 0;
+    let err = cache
+        .read_stream(&mut |_, r| {
+            seen += 1;
+            std::io::copy(r, &mut std::io::sink()).map(|_| ())
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, LayoutError::EntryDigest { path: p, .. } if *p == path),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&path), "{err}");
+    assert!(seen > 0);
+    // verify hashes the same bytes and reports rather than fails.
+    let report = verify(&cache).unwrap();
+    assert_eq!(errors(&report), [(ProblemKind::BlobDigestMismatch, path)]);
+}
+
+#[test]
+fn a_streamed_cache_answers_manifest_reads_from_its_listing() {
+    // Listing and verifying a gzip'd layer give what the flat tree gives.
+    let fx = Fixture::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wrapped");
+    fx.write_oci_wrapped(&dir);
+    let cache = Cache::open(&dir, &ReadOptions::default()).unwrap();
+    assert!(cache.is_streamed());
+    // The manifests were kept when the layer was listed: no second pass reads them (the layer
+    // is gone from under the cache, and the check still has them).
+    let layer = dir.join("blobs/sha256").join(sha256(&fx.cache_layer()));
+    let saved = fs::read(&layer).unwrap();
+    fs::write(&layer, vec![0u8; saved.len()]).unwrap();
+    let structure = imager_cache::check::structure(&cache).unwrap();
+    assert!(structure.problems.is_empty(), "{:#?}", structure.problems);
+    assert!(structure.unusable.is_empty());
+    assert!(cache.read_stream(&mut |_, _| Ok(())).is_err());
+    fs::write(&layer, saved).unwrap();
+    assert_lists_the_fixture(&imager_cache::list(&cache).unwrap());
+}

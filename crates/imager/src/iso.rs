@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use imager_media::assets::{self, Assets};
 use imager_media::bootcfg::BootCfgError;
+use imager_media::cache::CacheError;
 use imager_media::iso::{Arch, IsoError, IsoJob, IsoRequest};
 use imager_media::{label, version};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -26,6 +27,15 @@ pub struct IsoArgs {
     /// Registry/repository for images an OCI layout names by a bare tag (e.g. registry.example.com/team/app).
     #[arg(long, value_name = "REPO")]
     image_cache_ref_prefix: Option<String>,
+    /// Leave out of the medium, with a warning, the cache's images no node can pull (an index
+    /// none of whose platform images is cached), instead of refusing the cache.
+    #[arg(long)]
+    skip_unusable_images: bool,
+    /// Hash every cache file named by a digest while it is copied, and refuse one whose bytes
+    /// are not its name (files of a gzip'd layer are always hashed). Costs a buffered copy
+    /// instead of the kernel's: see docs/benchmarks.md.
+    #[arg(long)]
+    verify: bool,
     /// Talos version the medium is for, as upstream writes it: vMAJOR.MINOR.PATCH with an
     /// optional -PRERELEASE and +BUILD (v1.9.0, v1.7.6-beta.0); names the volume (v1.9.0 ->
     /// TALOS_V1_9_0, cut to 32 characters as upstream does).
@@ -80,6 +90,8 @@ pub fn run(args: IsoArgs) -> Result<()> {
         output_dir: args.output,
         arch,
         unix_time: build_time()?,
+        skip_unusable_images: args.skip_unusable_images,
+        verify: args.verify,
     };
 
     let job = IsoJob::prepare(&request).map_err(|err| {
@@ -94,10 +106,24 @@ pub fn run(args: IsoArgs) -> Result<()> {
             IsoError::OutputNotDir { .. }
             | IsoError::OutputDir { .. }
             | IsoError::NoRoom { .. } => "--output",
+            IsoError::CacheContent(CacheError::Unusable { .. }) => {
+                "--image-cache (give --skip-unusable-images to leave out the images no node can pull)"
+            }
+            IsoError::CacheContent(_) | IsoError::CacheRead { .. } => "--image-cache",
             _ => "preparing the ISO",
         };
         anyhow::Error::new(err).context(context)
     })?;
+    for file in job.left_out_files() {
+        eprintln!(
+            "imager: warning: left out of the medium: {}: {}",
+            file.path.display(),
+            file.detail
+        );
+    }
+    for image in job.skipped_images() {
+        eprintln!("imager: warning: left out of the medium (--skip-unusable-images): {image}");
+    }
     if request.label.is_none() && label::label_is_cut(&request.version) {
         eprintln!(
             "imager: note: the label derived from --version {} is cut to {} characters, as \

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use imager_media::assets::{self, Assets};
 use imager_media::bootcfg::BootCfgError;
+use imager_media::cache::CacheError;
 use imager_media::iso::Arch;
 use imager_media::metal::{MetalError, MetalJob, MetalRequest, OutFormat};
 use imager_media::version;
@@ -26,6 +27,14 @@ pub struct MetalArgs {
     /// Registry/repository for images an OCI layout names by a bare tag (e.g. registry.example.com/team/app).
     #[arg(long, value_name = "REPO")]
     image_cache_ref_prefix: Option<String>,
+    /// Leave out of the image, with a warning, the cache's images no node can pull (an index none
+    /// of whose platform images is cached), instead of refusing the cache.
+    #[arg(long)]
+    skip_unusable_images: bool,
+    /// Hash every cache file named by a digest as it is copied, and refuse one whose bytes are not
+    /// its name (files of a gzip'd layer are always hashed).
+    #[arg(long)]
+    verify: bool,
     /// Talos version the image is for: vMAJOR.MINOR.PATCH with an optional -PRERELEASE and +BUILD.
     #[arg(long, default_value = "v1.9.0")]
     version: String,
@@ -95,6 +104,8 @@ pub fn run(args: MetalArgs) -> Result<()> {
         unix_time: crate::iso::build_time()?,
         out_format,
         disk_size,
+        skip_unusable_images: args.skip_unusable_images,
+        verify: args.verify,
     };
     let job = MetalJob::prepare(&request).map_err(|err| {
         let context = match &err {
@@ -105,10 +116,24 @@ pub fn run(args: MetalArgs) -> Result<()> {
             }) => "--extra-kernel-arg",
             MetalError::OutputNotDir { .. } | MetalError::OutputDir { .. } => "--output",
             MetalError::DiskTooSmall { .. } => "--disk-size",
+            MetalError::CacheContent(CacheError::Unusable { .. }) => {
+                "--image-cache (give --skip-unusable-images to leave out the images no node can pull)"
+            }
+            MetalError::CacheContent(_) | MetalError::CacheRead { .. } => "--image-cache",
             _ => "preparing the disk image",
         };
         anyhow::Error::new(err).context(context)
     })?;
+    for file in job.left_out_files() {
+        eprintln!(
+            "imager: warning: left out of the image: {}: {}",
+            file.path.display(),
+            file.detail
+        );
+    }
+    for image in job.skipped_images() {
+        eprintln!("imager: warning: left out of the image (--skip-unusable-images): {image}");
+    }
     crate::talos_config::report(job.cache(), &request.version, args.write_config.as_deref())?;
     let bar = ProgressBar::new(job.data_bytes()).with_style(
         ProgressStyle::with_template(

@@ -283,3 +283,49 @@ fn bad_input_is_named_and_leaves_nothing() {
     );
     check(&out, &dir, "grub/boot.img");
 }
+
+#[test]
+fn verify_refuses_a_blob_whose_bytes_are_not_its_name() {
+    let tmp = common::scratch();
+    let cache = tmp.path().join("cache");
+    for src in common::files_under(&common::demo_cache()) {
+        let rel = src.strip_prefix(common::demo_cache()).unwrap();
+        let to = cache.join(rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&src, &to).unwrap();
+    }
+    let blob = common::files_under(&cache.join("blob"))
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    let assets = common::real_assets();
+    let run = |dir: &Path, verify: bool| {
+        let mut args: Vec<&OsStr> = vec![
+            "metal".as_ref(),
+            "--assets".as_ref(),
+            assets.as_os_str(),
+            "--image-cache".as_ref(),
+            cache.as_os_str(),
+            "--out-format".as_ref(),
+            "raw".as_ref(),
+            "--output".as_ref(),
+            dir.as_os_str(),
+        ];
+        if verify {
+            args.push("--verify".as_ref());
+        }
+        common::imager(args)
+    };
+    // Without --verify the kernel copies the bytes as they are (`cache verify` would say).
+    common::assert_success(&run(&tmp.path().join("plain"), false), "imager metal");
+    let dir = tmp.path().join("checked");
+    let out = run(&dir, true);
+    assert!(!out.status.success(), "--verify accepted a corrupt blob");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = blob.file_name().unwrap().to_str().unwrap();
+    assert!(err.contains(name), "{name} not named in: {err}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "left behind");
+}

@@ -12,6 +12,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use imager_oci::{Digest, Hasher};
+
 use crate::error::IsoError;
 
 /// File data that is copied after the layout is written: runs of a host file (the whole file,
@@ -21,6 +23,8 @@ use crate::error::IsoError;
 pub(crate) struct HostFile {
     pub(crate) data: Data,
     pub(crate) len: u64,
+    /// The sha256 the bytes must have: they are hashed as they are copied.
+    pub(crate) check: Option<Digest>,
 }
 
 #[derive(Debug, Clone)]
@@ -172,10 +176,18 @@ fn start_writeback(out: &File, offset: u64, len: u64) {
     }
 }
 
-/// Copies `pieces` of `file` (its runs of a host file) into `out`, checking first that the host
-/// file still holds them. Reports each copied chunk to `progress`: the image offset it ends at,
-/// and its size.
+/// Copies `pieces` of `file` (its runs of a host file, at `path` in the image) into `out`,
+/// checking first that the host file still holds them. Reports each copied chunk to `progress`:
+/// the image offset it ends at, and its size.
+///
+/// A file with an expected digest is still copied by the kernel, a chunk at a time, and each
+/// chunk is then read back from the output (from the page cache, where it was just written) and
+/// hashed, in file order (`pieces` are in file order): what is checked is what landed in the
+/// image, a reflinking file system still shares the extents, and on one that copies it measured
+/// faster than reading through a buffer, hashing and writing (docs/benchmarks.md). `out` must be
+/// open for reading too.
 pub(crate) fn copy_pieces(
+    path: &str,
     file: &HostFile,
     pieces: &[Piece],
     out: &File,
@@ -198,6 +210,7 @@ pub(crate) fn copy_pieces(
             reason: "the file changed size while the image was being written",
         });
     }
+    let mut hashing = file.check.map(|_| (Hasher::default(), vec![0u8; BUFFER]));
     for piece in pieces {
         let mut image_offset = piece.image_offset;
         for (host_offset, len) in map_runs(runs, piece.file_offset, piece.len) {
@@ -206,7 +219,11 @@ pub(crate) fn copy_pieces(
                 file_offset: host_offset,
                 len,
             };
-            copy_range(&src, &part, out, progress).map_err(|err| match err {
+            let copied = match &mut hashing {
+                Some((hasher, buf)) => copy_and_hash(&src, &part, out, buf, hasher, progress),
+                None => copy_range(&src, &part, out, progress),
+            };
+            copied.map_err(|err| match err {
                 CopyError::Read(source) => input_err(source),
                 CopyError::Write(source) => IsoError::Output {
                     path: out_path.to_owned(),
@@ -215,6 +232,49 @@ pub(crate) fn copy_pieces(
             })?;
             image_offset += len;
         }
+    }
+    if let (Some(expected), Some((hasher, _))) = (file.check, hashing) {
+        let (actual, _) = hasher.finish();
+        if actual != expected {
+            return Err(IsoError::Content {
+                path: path.to_owned(),
+                host: host.clone(),
+                expected,
+                actual,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Copies `piece` a kernel chunk at a time, hashing each chunk from the output after it is
+/// copied (while its pages are still cached).
+fn copy_and_hash(
+    src: &File,
+    piece: &Piece,
+    out: &File,
+    buf: &mut [u8],
+    hasher: &mut Hasher,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), CopyError> {
+    let mut at = 0;
+    while at < piece.len {
+        let chunk = Piece {
+            image_offset: piece.image_offset + at,
+            file_offset: piece.file_offset + at,
+            len: (piece.len - at).min(KERNEL_CHUNK),
+        };
+        copy_range(src, &chunk, out, progress)?;
+        let mut done = 0;
+        while done < chunk.len {
+            let take = (chunk.len - done).min(buf.len() as u64) as usize;
+            // A failed read of what was just written is the output's failure.
+            out.read_exact_at(&mut buf[..take], chunk.image_offset + done)
+                .map_err(CopyError::Write)?;
+            hasher.update(&buf[..take]);
+            done += take as u64;
+        }
+        at += chunk.len;
     }
     Ok(())
 }
@@ -444,6 +504,7 @@ mod tests {
                 runs: vec![(0, 8)],
             },
             len: 8,
+            check: None,
         };
         let pieces = [
             Piece {
@@ -458,13 +519,63 @@ mod tests {
             },
         ];
         let mut done = 0;
-        copy_pieces(&file, &pieces, &out, &out_path, &mut |_, n| done += n).unwrap();
+        copy_pieces("f", &file, &pieces, &out, &out_path, &mut |_, n| done += n).unwrap();
         assert_eq!(done, 8);
         let bytes = std::fs::read(&out_path).unwrap();
         assert_eq!(&bytes[2..6], b"efgh");
         assert_eq!(&bytes[10..14], b"abcd");
+        // With an expected digest the bytes are hashed as they landed, in file order, across
+        // runs of the host file and pieces of the image.
+        let mut checked = HostFile {
+            data: Data::Runs {
+                host: src_path.clone(),
+                runs: vec![(4, 4), (0, 4)],
+            },
+            len: 8,
+            check: Some(Digest::of(b"efghabcd")),
+        };
+        let out2_path = dir.path().join("out2");
+        let out2 = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&out2_path)
+            .unwrap();
+        let pieces = [
+            Piece {
+                image_offset: 0,
+                file_offset: 0,
+                len: 3,
+            },
+            Piece {
+                image_offset: 100,
+                file_offset: 3,
+                len: 5,
+            },
+        ];
+        let mut done = 0;
+        copy_pieces("f", &checked, &pieces, &out2, &out2_path, &mut |_, n| {
+            done += n
+        })
+        .unwrap();
+        assert_eq!(done, 8);
+        let bytes = std::fs::read(&out2_path).unwrap();
+        assert_eq!(
+            (&bytes[..3], &bytes[100..105]),
+            (&b"efg"[..], &b"habcd"[..])
+        );
+        checked.check = Some(Digest::of(b"abcdefgh"));
+        let err =
+            copy_pieces("x/f", &checked, &pieces, &out2, &out2_path, &mut |_, _| {}).unwrap_err();
+        assert!(
+            matches!(&err, IsoError::Content { path, actual, .. } if path == "x/f" && *actual == Digest::of(b"efghabcd")),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with("x/f: its bytes"), "{err}");
+
         // A source that changed size is refused rather than copied short.
         std::fs::write(&src_path, b"abc").unwrap();
-        assert!(copy_pieces(&file, &pieces, &out, &out_path, &mut |_, _| {}).is_err());
+        assert!(copy_pieces("f", &file, &pieces, &out, &out_path, &mut |_, _| {}).is_err());
     }
 }

@@ -48,6 +48,15 @@ pub enum IsoError {
         /// message above shows only the innermost cause (e.g. "No space left on device").
         cause: Box<hadris_fs::PathError>,
     },
+    /// A file added with an expected digest had other bytes when it was copied.
+    #[error("{path}: its bytes (in {host}) hash to {actual}, not the expected {expected}")]
+    Content {
+        /// The path in the image.
+        path: String,
+        host: PathBuf,
+        expected: imager_oci::Digest,
+        actual: imager_oci::Digest,
+    },
     /// Writing or syncing the output file failed.
     #[error("writing {path}")]
     Output {

@@ -79,6 +79,14 @@ pub enum ReadError {
         "bytes {start}..{end} lie beyond the end of the image ({len} bytes): the image is truncated or damaged"
     )]
     BeyondEnd { start: u64, end: u64, len: u64 },
+    #[error("the image is {len} bytes, but {what} ends at byte {end}: the image is truncated")]
+    Truncated {
+        len: u64,
+        end: u64,
+        what: &'static str,
+    },
+    #[error("the image has a GPT whose backup header is missing at byte {0}: the image is damaged")]
+    NoBackupGpt(u64),
     #[error("the directory at block {0} is reached a second time (a directory loop)")]
     Loop(u32),
     #[error("directories are nested deeper than {MAX_DEPTH} levels")]
@@ -104,6 +112,8 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Primary {
     pub(crate) volume_id: String,
+    /// The volume space size: blocks the volume occupies from the start of the image.
+    pub(crate) volume_blocks: u32,
     pub(crate) root_location: u32,
     pub(crate) root_len: u32,
 }
@@ -144,9 +154,25 @@ pub(crate) fn parse_descriptor(sector: &[u8]) -> Result<Descriptor, ReadError> {
     }
     Ok(Descriptor::Primary(Primary {
         volume_id,
+        volume_blocks: le_u32(sector, 80),
         root_location: root.location,
         root_len: root.data_len,
     }))
+}
+
+/// GPTs of hybrid images use 512-byte sectors (what a USB stick has); the primary header is LBA 1.
+const GPT_SECTOR: u64 = 512;
+const GPT_SIGNATURE: &[u8; 8] = b"EFI PART";
+
+/// The LBA of the backup GPT header, if `sector` (LBA 1 of the image) is a GPT header; the backup
+/// lies at the end of the disk, so a cut image loses it first.
+pub(crate) fn gpt_backup_lba(sector: &[u8]) -> Option<u64> {
+    if sector.len() < 40 || &sector[..8] != GPT_SIGNATURE {
+        return None;
+    }
+    let mut alt = [0u8; 8];
+    alt.copy_from_slice(&sector[32..40]);
+    Some(u64::from_le_bytes(alt))
 }
 
 // Bit 0 (hidden) only kept a name out of listings in DOS-era readers: such a file is as real as
@@ -623,6 +649,7 @@ impl<'f> Reader<'f> {
         }
         let primary = primary
             .ok_or_else(|| reader.err("(volume descriptors)", ReadError::NoPrimaryDescriptor))?;
+        reader.check_whole(&primary)?;
         reader.volume_id = primary.volume_id;
         reader.root = (primary.root_location, primary.root_len);
 
@@ -634,6 +661,47 @@ impl<'f> Reader<'f> {
             reader.susp_skip = sp_skip(rec.system_use);
         }
         Ok(reader)
+    }
+
+    /// Refuses an image shorter than its volume, or that has a GPT and lacks its backup header:
+    /// a cut copy whose directories and cached files may all lie in the part that is left (the
+    /// ESP and the GPT's backup come last) would otherwise pass as whole.
+    fn check_whole(&self, primary: &Primary) -> Result<(), IsoError> {
+        let volume_end = u64::from(primary.volume_blocks) * BLOCK;
+        if self.len < volume_end {
+            return Err(self.err(
+                "(volume descriptors)",
+                ReadError::Truncated {
+                    len: self.len,
+                    end: volume_end,
+                    what: "the volume its primary volume descriptor describes",
+                },
+            ));
+        }
+        if self.len < 2 * GPT_SECTOR {
+            return Ok(());
+        }
+        let header = self.read(GPT_SECTOR, GPT_SECTOR, "(GPT)")?;
+        let Some(alt) = gpt_backup_lba(&header) else {
+            return Ok(());
+        };
+        let at = alt.saturating_mul(GPT_SECTOR);
+        let end = at.saturating_add(GPT_SECTOR);
+        if self.len < end {
+            return Err(self.err(
+                "(GPT)",
+                ReadError::Truncated {
+                    len: self.len,
+                    end,
+                    what: "the backup GPT header its primary header points at",
+                },
+            ));
+        }
+        let backup = self.read(at, GPT_SECTOR, "(GPT)")?;
+        if &backup[..8] != GPT_SIGNATURE {
+            return Err(self.err("(GPT)", ReadError::NoBackupGpt(at)));
+        }
+        Ok(())
     }
 
     fn err(&self, entry: &str, source: ReadError) -> IsoError {
@@ -1270,6 +1338,15 @@ mod tests {
         assert!(list_dir(&image, &iso, "other").is_err());
     }
 
+    /// Sets the primary volume descriptor's volume space size (what a writer that appends
+    /// partitions past the volume, as xorriso does, leaves there).
+    fn set_volume_blocks(image: &File, blocks: u32) {
+        use std::os::unix::fs::FileExt as _;
+        image
+            .write_all_at(&blocks.to_le_bytes(), 16 * BLOCK + 80)
+            .unwrap();
+    }
+
     #[test]
     fn refuses_a_truncated_image() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1279,11 +1356,23 @@ mod tests {
             .unwrap();
         let iso = tmp.path().join("t.iso");
         let image = write_spec(&spec, &iso);
+        let len = image.metadata().unwrap().len();
         let listing = list_dir(&image, &iso, "imagecache").unwrap().unwrap();
         let big = listing.files.iter().find(|f| f.path == "big").unwrap();
         let end = big.extents.last().map(|e| e.offset + e.len).unwrap();
 
-        // Cut inside the last file's data: its extent is refused.
+        // Cut anywhere short of the volume's end: the volume descriptor's size says so, even
+        // where every file and directory is still whole.
+        for cut in [len - BLOCK, end.next_multiple_of(BLOCK), end - 1] {
+            image.set_len(cut).unwrap();
+            let err = list_dir(&image, &iso, "imagecache").unwrap_err();
+            assert!(
+                matches!(&err, IsoError::Image { source: ReadError::Truncated { len: l, end: e, .. }, .. } if *l == cut && *e == len),
+                "{cut}: {err:?}"
+            );
+        }
+        // A volume size that says less (or nothing): the extents are still checked one by one.
+        set_volume_blocks(&image, 0);
         image.set_len(end - 1).unwrap();
         let err = list_dir(&image, &iso, "imagecache").unwrap_err();
         assert!(
@@ -1296,6 +1385,57 @@ mod tests {
         image.set_len(100).unwrap();
         assert!(!is_iso9660(&image).unwrap());
         assert!(list_dir(&image, &iso, "imagecache").is_err());
+    }
+
+    /// A hybrid image's GPT keeps its backup header in the last sector: an image cut anywhere
+    /// (even one whose volume descriptor does not cover the appended partitions) loses it.
+    #[test]
+    fn refuses_a_hybrid_image_without_its_backup_gpt() {
+        use std::os::unix::fs::FileExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let esp = tmp.path().join("esp.img");
+        std::fs::write(&esp, vec![0u8; 64 * 1024]).unwrap();
+        let mut spec = IsoSpec::new("TEST", 0).unwrap();
+        spec.add_bytes("imagecache/a", vec![1u8; 10])
+            .unwrap()
+            .uefi_boot(&esp);
+        let iso = tmp.path().join("t.iso");
+        let image = write_spec(&spec, &iso);
+        let len = image.metadata().unwrap().len();
+        let mut lba1 = [0u8; 512];
+        image.read_exact_at(&mut lba1, 512).unwrap();
+        let alt = gpt_backup_lba(&lba1).expect("a hybrid image has a GPT");
+        assert_eq!((alt + 1) * 512, len, "the backup header is the last sector");
+        list_dir(&image, &iso, "imagecache").unwrap().unwrap();
+
+        // As if the volume ended before the ESP: only the GPT says where the image ends.
+        set_volume_blocks(&image, 20);
+        list_dir(&image, &iso, "imagecache").unwrap().unwrap();
+        image.set_len(len - 512).unwrap();
+        let err = list_dir(&image, &iso, "imagecache").unwrap_err();
+        assert!(
+            matches!(&err, IsoError::Image { entry, source: ReadError::Truncated { end, .. }, .. } if entry == "(GPT)" && *end == len),
+            "{err:?}"
+        );
+        // Long enough, but the backup header is gone.
+        image.set_len(len).unwrap();
+        assert!(matches!(
+            list_dir(&image, &iso, "imagecache").unwrap_err(),
+            IsoError::Image {
+                source: ReadError::NoBackupGpt(at),
+                ..
+            } if at == len - 512
+        ));
+    }
+
+    #[test]
+    fn gpt_headers() {
+        let mut h = vec![0u8; 512];
+        assert_eq!(gpt_backup_lba(&h), None);
+        h[..8].copy_from_slice(b"EFI PART");
+        h[32..40].copy_from_slice(&43159u64.to_le_bytes());
+        assert_eq!(gpt_backup_lba(&h), Some(43159));
+        assert_eq!(gpt_backup_lba(&h[..39]), None);
     }
 
     #[test]

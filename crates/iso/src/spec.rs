@@ -120,13 +120,33 @@ impl IsoSpec {
             host: host.to_owned(),
             runs,
         };
-        self.add_copied(path, data, len)
+        self.add_copied(path, data, len, None)
+    }
+
+    /// [`IsoSpec::add_file_runs`], for bytes whose sha256 must be `expected`: they are hashed as
+    /// they are copied (each chunk read back from the output after the kernel copied it), and
+    /// other bytes fail the write with [`IsoError::Content`] naming `path`. The output file given
+    /// to [`IsoSpec::write`] must then be open for reading too.
+    pub fn add_file_runs_checked(
+        &mut self,
+        path: &str,
+        host: &Path,
+        runs: Vec<(u64, u64)>,
+        len: u64,
+        expected: imager_oci::Digest,
+    ) -> Result<&mut Self, IsoError> {
+        self.add_file_runs(path, host, runs, len)?;
+        let key = check_image_path(path)?;
+        if let Some(file) = self.host_files.get_mut(&key) {
+            file.check = Some(expected);
+        }
+        Ok(self)
     }
 
     /// Adds, at `path`, a file of `len` bytes that arrive through the [`Stream`] given to
     /// [`IsoSpec::write_with`] under `key` (one stream read once, e.g. a compressed layer).
     pub fn add_streamed(&mut self, path: &str, len: u64, key: u64) -> Result<&mut Self, IsoError> {
-        self.add_copied(path, Data::Streamed { key }, len)
+        self.add_copied(path, Data::Streamed { key }, len, None)
     }
 
     /// Adds the host file `host` at `path` in the image. The file is read when the image is
@@ -146,18 +166,24 @@ impl IsoSpec {
             host: host.to_owned(),
             runs: vec![(0, meta.len())],
         };
-        self.add_copied(path, data, meta.len())
+        self.add_copied(path, data, meta.len(), None)
     }
 
     /// Adds a file whose bytes `write` copies in after the layout: hadris sees a placeholder of
     /// the same length.
-    fn add_copied(&mut self, path: &str, data: Data, len: u64) -> Result<&mut Self, IsoError> {
+    fn add_copied(
+        &mut self,
+        path: &str,
+        data: Data,
+        len: u64,
+        check: Option<imager_oci::Digest>,
+    ) -> Result<&mut Self, IsoError> {
         let content = self
             .placeholders
             .for_len(len)
             .map_err(|e| IsoError::Layout(Box::new(e)))?;
         let key = self.insert(path, Node::file(content))?;
-        self.host_files.insert(key, HostFile { data, len });
+        self.host_files.insert(key, HostFile { data, len, check });
         Ok(self)
     }
 
@@ -378,7 +404,7 @@ impl IsoSpec {
         Ok(self.plan.get_or_init(|| report))
     }
 
-    /// Writes the image into `out` (an empty file opened for writing), then syncs it, reporting
+    /// Writes the image into `out` (an empty file opened for writing, and reading if files are checked), then syncs it, reporting
     /// bytes written to `progress`. `out_path` is only used in error messages.
     pub fn write(
         &self,
@@ -411,15 +437,19 @@ impl IsoSpec {
         }
         let opts = self.options()?;
         let planned = self.plan()?;
-        let mut jobs: Vec<(&HostFile, Vec<Piece>)> = Vec::with_capacity(self.host_files.len());
+        let mut jobs: Vec<(&str, &HostFile, Vec<Piece>)> =
+            Vec::with_capacity(self.host_files.len());
         for (path, file) in &self.host_files {
-            jobs.push((file, pieces_of(planned, path, file.len)?));
+            jobs.push((path, file, pieces_of(planned, path, file.len)?));
         }
-        let all: Vec<Piece> = jobs.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+        let all: Vec<Piece> = jobs
+            .iter()
+            .flat_map(|(_, _, p)| p.iter().copied())
+            .collect();
         let skip = copy::skip_ranges(&all, SECTOR);
 
         // In image order, so the output is written front to back.
-        jobs.sort_by_key(|(_, pieces)| pieces.first().map(|p| p.image_offset));
+        jobs.sort_by_key(|(_, _, pieces)| pieces.first().map(|p| p.image_offset));
 
         // The kernel copies file data on one thread while hadris writes the metadata (and streams
         // the placeholders, whose bytes the device drops) on this one: the two touch disjoint
@@ -434,7 +464,7 @@ impl IsoSpec {
                 let _done = done_tx;
                 let mut writeback = copy::Writeback::new(out);
                 let mut streamed_jobs: HashMap<u64, (&HostFile, &[Piece])> = HashMap::new();
-                for (file, pieces) in &jobs {
+                for (path, file, pieces) in &jobs {
                     if stop.load(Ordering::Relaxed) {
                         return Ok(());
                     }
@@ -442,7 +472,7 @@ impl IsoSpec {
                         streamed_jobs.insert(key, (file, pieces));
                         continue;
                     }
-                    copy::copy_pieces(file, pieces, out, out_path, &mut |end, n| {
+                    copy::copy_pieces(path, file, pieces, out, out_path, &mut |end, n| {
                         copied.fetch_add(n, Ordering::Relaxed);
                         writeback.wrote_to(end);
                     })?;

@@ -16,13 +16,14 @@
 
 use std::path::{Path, PathBuf};
 
-use imager_cache::{Cache, InputForm, Location, Platform, ReadOptions};
+use imager_cache::{Cache, InputForm, Location, Platform, ReadOptions, UnusableImage};
 use imager_esp::EspSpec;
 use imager_iso::{BiosBoot, IsoSpec, Progress};
 use imager_staging::StagedFile;
 
 use crate::assets::Assets;
 use crate::bootcfg::{self, BootCfgError, BootFiles};
+use crate::cache::{self, CacheError, CacheSelection};
 use crate::label::{self, LabelError};
 use crate::version::{self, VersionError};
 
@@ -68,6 +69,9 @@ pub enum IsoError {
     BootCfg(#[from] BootCfgError),
     #[error("image cache {path}: {reason}")]
     Cache { path: PathBuf, reason: String },
+    /// What of the cache can go onto the medium ([`crate::cache`]).
+    #[error(transparent)]
+    CacheContent(#[from] CacheError),
     /// The cache reader's errors name the input themselves.
     #[error("reading the image cache")]
     CacheRead {
@@ -133,6 +137,13 @@ pub struct IsoRequest {
     pub arch: Arch,
     /// Every date in the image (from `SOURCE_DATE_EPOCH` for reproducible builds).
     pub unix_time: i64,
+    /// Leave out of the medium the cache's images no node can pull (an index none of whose
+    /// images is cached) instead of refusing the cache; [`IsoJob::skipped_images`] names them.
+    pub skip_unusable_images: bool,
+    /// Hash every cache file named by a digest while it is copied (the kernel's copy is given
+    /// up for a buffered one) and refuse one whose bytes are not its name. Files of a
+    /// compressed layer are hashed whatever this says: their bytes pass through the process.
+    pub verify: bool,
 }
 
 /// A planned ISO: inputs checked, the ESP written to a temp file, the layout known. Dropping it
@@ -149,6 +160,8 @@ pub struct IsoJob {
     _esp_tmp: StagedFile,
     /// The cache, opened in place: its bytes are read when the image is written.
     cache: Option<Cache>,
+    /// What of it goes onto the medium.
+    selection: CacheSelection,
 }
 
 impl IsoJob {
@@ -263,9 +276,14 @@ impl IsoJob {
                 "isolinux/isolinux.cfg",
                 bootcfg::isolinux_cfg(bios_files, &cmdline)?,
             )?;
-        if let Some(cache) = &cache {
-            add_cache(&mut spec, cache)?;
-        }
+        let selection = match &cache {
+            Some(cache) => {
+                let selection = cache::select(cache, req.skip_unusable_images)?;
+                add_cache(&mut spec, cache, &selection, req.verify)?;
+                selection
+            }
+            None => CacheSelection::default(),
+        };
         spec.bios_boot(BiosBoot {
             image: "isolinux/isolinux.bin".to_owned(),
             catalog: "isolinux/boot.cat".to_owned(),
@@ -288,7 +306,19 @@ impl IsoJob {
             out_tmp: tmp_in(ISO_TEMP_PREFIX)?,
             _esp_tmp: esp_tmp,
             cache,
+            selection,
         })
+    }
+
+    /// The cache's images left out of the medium because no node could pull them (with
+    /// [`IsoRequest::skip_unusable_images`]).
+    pub fn skipped_images(&self) -> &[UnusableImage] {
+        &self.selection.skipped
+    }
+
+    /// The cache's files left out of the medium because the format has no place for them.
+    pub fn left_out_files(&self) -> &[imager_cache::Problem] {
+        &self.selection.left_out_files
     }
 
     /// Bytes the image will have.
@@ -322,7 +352,10 @@ impl IsoJob {
             .cache
             .as_ref()
             .filter(|c| c.is_streamed())
-            .map(|cache| CacheStream { cache });
+            .map(|cache| CacheStream {
+                cache,
+                selection: &self.selection,
+            });
         self.spec.write_with(
             self.out_tmp.file(),
             self.out_tmp.path(),
@@ -383,30 +416,38 @@ fn size_text(bytes: u64) -> String {
 /// The directory of the image that holds the cache (what nodes look for).
 const CACHE_DIR: &str = "imagecache";
 
-/// Adds every entry of the cache under `imagecache/`, each from where its bytes lie. A flat tree
-/// that holds a symlink or a special file is refused: a cache's files must be its own.
-fn add_cache(spec: &mut IsoSpec, cache: &Cache) -> Result<(), IsoError> {
-    if let Some(stray) = cache.strays().first() {
-        return Err(IsoError::Cache {
-            path: cache.input().join(&stray.path),
-            reason: "only regular files and directories can go into the image (this is a symlink, a special file or a name that is not UTF-8)".to_owned(),
-        });
-    }
+/// Adds the selected entries of the cache under `imagecache/`, each from where its bytes lie
+/// (the cache was checked by [`cache::select`]: symlinks, special files and names outside the
+/// format were refused there). With `verify`, every file named by a digest is hashed as it is
+/// copied.
+fn add_cache(
+    spec: &mut IsoSpec,
+    cache: &Cache,
+    selection: &CacheSelection,
+    verify: bool,
+) -> Result<(), IsoError> {
     spec.add_dir(CACHE_DIR)?;
-    for entry in cache.entries() {
+    for entry in cache.entries().iter().filter(|e| selection.includes(e)) {
         let path = format!("{CACHE_DIR}/{}", entry.path);
         if let Location::Stream { ordinal } = entry.location {
             spec.add_streamed(&path, entry.size, ordinal as u64)?;
         } else if let Some((host, runs)) = cache.pieces(entry) {
-            spec.add_file_runs(&path, host, runs, entry.size)?;
+            match imager_cache::flat::named_digest(&entry.path).filter(|_| verify) {
+                Some(digest) => {
+                    spec.add_file_runs_checked(&path, host, runs, entry.size, digest)?
+                }
+                None => spec.add_file_runs(&path, host, runs, entry.size)?,
+            };
         }
     }
     Ok(())
 }
 
-/// A cache's compressed layer, read once while the image is written.
+/// A cache's compressed layer, read once while the image is written; every entry named by a
+/// digest is hashed on the way ([`Cache::read_stream`]), whether it goes onto the medium or not.
 struct CacheStream<'a> {
     cache: &'a Cache,
+    selection: &'a CacheSelection,
 }
 
 impl imager_iso::Stream for CacheStream<'_> {
@@ -420,7 +461,9 @@ impl imager_iso::Stream for CacheStream<'_> {
     ) -> std::io::Result<()> {
         self.cache
             .read_stream(&mut |entry, data| match entry.location {
-                Location::Stream { ordinal } => put(ordinal as u64, data),
+                Location::Stream { ordinal } if self.selection.includes(entry) => {
+                    put(ordinal as u64, data)
+                }
                 _ => Ok(()),
             })
             .map_err(std::io::Error::other)

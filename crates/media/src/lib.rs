@@ -4,6 +4,7 @@
 
 pub mod assets;
 pub mod bootcfg;
+pub mod cache;
 pub mod formats;
 pub mod iso;
 pub mod label;

@@ -21,14 +21,17 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use imager_cache::check::UnusableImage;
 use imager_cache::{Cache, Entry, InputForm, Location, Platform, ReadOptions};
 use imager_disk::{DiskPlan, DiskSize, GrubBios, metal};
 use imager_esp::EspSpec;
 use imager_iso::Progress;
+use imager_oci::Hasher;
 use imager_staging::StagedFile;
 
 use crate::assets::Assets;
 use crate::bootcfg::{self, BootCfgError, BootFiles};
+use crate::cache::{self, CacheError, CacheSelection};
 use crate::iso::Arch;
 use crate::version::{self, VersionError};
 
@@ -78,6 +81,8 @@ pub enum MetalError {
     BootCfg(#[from] BootCfgError),
     #[error("image cache {path}: {reason}")]
     Cache { path: PathBuf, reason: String },
+    #[error(transparent)]
+    CacheContent(#[from] CacheError),
     #[error("reading the image cache")]
     CacheRead {
         path: PathBuf,
@@ -147,6 +152,20 @@ pub struct MetalRequest {
     /// The disk without the cache partition ([`metal::DISK_SIZE`] when not given); the
     /// `IMAGECACHE` partition adds its own size, as upstream's does.
     pub disk_size: Option<u64>,
+    /// Leave out images no node can pull instead of refusing the cache ([`cache::select`]).
+    pub skip_unusable_images: bool,
+    /// Hash every file named by a digest as it is copied; refuse one whose bytes are not its name.
+    pub verify: bool,
+}
+
+/// The cache as it goes onto the disk: the entries selected, in the order given to the ext4
+/// tree (`order[i]` is the cache entry of ext4 file `i`), and their layout.
+#[derive(Debug)]
+struct CacheOnDisk {
+    cache: Cache,
+    selection: CacheSelection,
+    order: Vec<usize>,
+    ext4: imager_ext4::Plan,
 }
 
 /// A planned metal image: inputs checked, both FAT file systems written to staged files, the
@@ -157,7 +176,8 @@ pub struct MetalJob {
     grub: GrubBios,
     efi: (StagedFile, u64),
     boot: (StagedFile, u64),
-    cache: Option<(Cache, imager_ext4::Plan)>,
+    cache: Option<CacheOnDisk>,
+    verify: bool,
     out_tmp: StagedFile,
     output_dir: PathBuf,
     output: PathBuf,
@@ -196,33 +216,43 @@ impl MetalJob {
         };
         let grub = GrubBios::from_files(&req.assets.grub_boot_img, &req.assets.grub_core_img)?;
 
-        let ext4 = match &cache {
+        let cache = match cache {
             Some(cache) => {
-                let files: Vec<(&str, u64)> = cache
-                    .entries()
-                    .iter()
-                    .map(|e| (e.path.as_str(), e.size))
+                let selection = cache::select(&cache, req.skip_unusable_images)?;
+                let order: Vec<usize> = (0..cache.entries().len())
+                    .filter(|&i| selection.includes(&cache.entries()[i]))
                     .collect();
+                let files: Vec<(&str, u64)> = order
+                    .iter()
+                    .map(|&i| (cache.entries()[i].path.as_str(), cache.entries()[i].size))
+                    .collect();
+                let bytes: u64 = files.iter().map(|(_, size)| size).sum();
                 let tree = imager_ext4::Tree::new(&files)?;
                 // Upstream's size (the bytes + 20 %, whole MiB), or what the tree needs when a
                 // cache of many small files needs more.
-                let size = metal::imagecache_size(cache.total_bytes()).max(
+                let size = metal::imagecache_size(bytes).max(
                     imager_ext4::min_size(&tree).div_ceil(imager_disk::MIB) * imager_disk::MIB,
                 );
-                Some(imager_ext4::Plan::new(
+                let ext4 = imager_ext4::Plan::new(
                     tree,
                     &imager_ext4::Options {
                         label: metal::IMAGECACHE.to_owned(),
                         unix_time: req.unix_time,
                         size,
                     },
-                )?)
+                )?;
+                Some(CacheOnDisk {
+                    cache,
+                    selection,
+                    order,
+                    ext4,
+                })
             }
             None => None,
         };
-        let mut sizes = metal::MetalSizes::upstream(ext4.as_ref().map(imager_ext4::Plan::size));
-        let disk_size = req.disk_size.unwrap_or(metal::DISK_SIZE)
-            + ext4.as_ref().map_or(0, imager_ext4::Plan::size);
+        let cache_size = cache.as_ref().map(|c| c.ext4.size());
+        let mut sizes = metal::MetalSizes::upstream(cache_size);
+        let disk_size = req.disk_size.unwrap_or(metal::DISK_SIZE) + cache_size.unwrap_or(0);
         sizes.disk = DiskSize::Exact(disk_size);
         let plan = sizes
             .disk_spec()
@@ -279,7 +309,8 @@ impl MetalJob {
             grub,
             efi,
             boot,
-            cache: cache.zip(ext4),
+            cache,
+            verify: req.verify,
             out_tmp,
             output_dir: req.output_dir.clone(),
             output,
@@ -290,7 +321,11 @@ impl MetalJob {
     /// Bytes of data the write moves (the two FAT file systems and the cache's files); what
     /// progress counts up to.
     pub fn data_bytes(&self) -> u64 {
-        self.efi.1 + self.boot.1 + self.cache.as_ref().map_or(0, |(c, _)| c.total_bytes())
+        self.efi.1
+            + self.boot.1
+            + self.cache.as_ref().map_or(0, |c| {
+                c.order.iter().map(|&i| c.cache.entries()[i].size).sum()
+            })
     }
 
     /// The raw image's size (its apparent size; it is sparse).
@@ -305,7 +340,19 @@ impl MetalJob {
 
     /// The cache, opened in place, if one was given.
     pub fn cache(&self) -> Option<&Cache> {
-        self.cache.as_ref().map(|(c, _)| c)
+        self.cache.as_ref().map(|c| &c.cache)
+    }
+
+    /// Images left out because no node could pull them ([`MetalRequest::skip_unusable_images`]).
+    pub fn skipped_images(&self) -> &[UnusableImage] {
+        self.cache.as_ref().map_or(&[], |c| &c.selection.skipped)
+    }
+
+    /// Files left out because the format has no place for them.
+    pub fn left_out_files(&self) -> &[imager_cache::Problem] {
+        self.cache
+            .as_ref()
+            .map_or(&[], |c| &c.selection.left_out_files)
     }
 
     /// The form the image cache was given in, if one was.
@@ -328,25 +375,26 @@ impl MetalJob {
             done += len;
             progress.written(done);
         }
-        if let Some((cache, ext4)) = &self.cache {
+        if let Some(c) = &self.cache {
             let at = self
                 .plan
                 .partition(metal::IMAGECACHE)
                 .map_or(0, |p| p.offset());
-            if cache.is_streamed() {
-                ext4.write_metadata(out, at)?;
-                stream_into(cache, ext4, out, at, &mut |n| {
+            if c.cache.is_streamed() {
+                c.ext4.write_metadata(out, at)?;
+                stream_into(c, out, at, &mut |n| {
                     done += n;
                     progress.written(done);
                 })?;
             } else {
                 let mut data = CacheData {
-                    cache,
+                    disk: c,
                     open: Vec::new(),
+                    verify: self.verify.then(|| (usize::MAX, Hasher::default(), 0)),
                     done: &mut done,
                     progress,
                 };
-                ext4.write(out, at, &mut data)?;
+                c.ext4.write(out, at, &mut data)?;
             }
         }
         out.sync_all().map_err(write_err)?;
@@ -383,7 +431,7 @@ impl MetalJob {
     }
 }
 
-/// Opens the cache for the medium's platform and refuses what a medium cannot take.
+/// Opens the cache for the medium's platform (what goes onto the disk is [`cache::select`]'s).
 fn open_cache(input: &Path, req: &MetalRequest) -> Result<Cache, MetalError> {
     let opts = ReadOptions {
         platform: Platform::parse(&format!("linux/{}", req.arch.name())).map_err(|err| {
@@ -394,25 +442,21 @@ fn open_cache(input: &Path, req: &MetalRequest) -> Result<Cache, MetalError> {
         })?,
         ref_prefix: req.image_cache_ref_prefix.clone(),
     };
-    let cache = Cache::open(input, &opts).map_err(|source| MetalError::CacheRead {
+    Cache::open(input, &opts).map_err(|source| MetalError::CacheRead {
         path: input.to_owned(),
         source: Box::new(source),
-    })?;
-    if let Some(stray) = cache.strays().first() {
-        return Err(MetalError::Cache {
-            path: cache.input().join(&stray.path),
-            reason: "only regular files and directories can go into the image (this is a symlink, a special file or a name that is not UTF-8)".to_owned(),
-        });
-    }
-    Ok(cache)
+    })
 }
 
 /// The cache's files as the ext4 writer asks for them: each range moved by the kernel from where
-/// the cache model says it lies.
+/// the cache model says it lies. With `verify`, each file named by a digest is hashed from the
+/// output as its pieces land (in the page cache still), and a mismatch fails the write.
 struct CacheData<'a> {
-    cache: &'a Cache,
+    disk: &'a CacheOnDisk,
     /// Source files opened so far (a cache has one or a few).
     open: Vec<(PathBuf, File)>,
+    /// The file being hashed, its hasher and the bytes hashed so far.
+    verify: Option<(usize, Hasher, u64)>,
     done: &'a mut u64,
     progress: &'a mut dyn Progress,
 }
@@ -426,11 +470,16 @@ impl imager_ext4::FileData for CacheData<'_> {
         out_offset: u64,
         len: u64,
     ) -> io::Result<()> {
-        let entry: &Entry = self.cache.entries().get(index).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, format!("no cache entry {index}"))
-        })?;
-        let (host, runs) = self
-            .cache
+        let cache = &self.disk.cache;
+        let entry: &Entry = self
+            .disk
+            .order
+            .get(index)
+            .and_then(|&i| cache.entries().get(i))
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, format!("no cache entry {index}"))
+            })?;
+        let (host, runs) = cache
             .pieces(entry)
             .ok_or_else(|| io::Error::other(format!("{}: not readable in place", entry.path)))?;
         let src = match self.open.iter().position(|(p, _)| p == host) {
@@ -453,33 +502,70 @@ impl imager_ext4::FileData for CacheData<'_> {
                 format!("{}: shorter than its listed size", entry.path),
             ));
         }
+        if let Some(state) = &mut self.verify
+            && let Some(want) = imager_cache::flat::named_digest(&entry.path)
+        {
+            if state.0 != index {
+                *state = (index, Hasher::default(), 0);
+            }
+            hash_from(out, out_offset, len, &mut state.1)?;
+            state.2 += len;
+            if state.2 == entry.size {
+                let (got, _) = std::mem::take(&mut state.1).finish();
+                if got != want {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{}: its bytes hash to {got}, not its name", entry.path),
+                    ));
+                }
+            }
+        }
         *self.done += len;
         self.progress.written(*self.done);
         Ok(())
     }
 }
 
+/// Feeds `len` bytes of `file` at `offset` to `hasher`.
+fn hash_from(file: &File, mut offset: u64, len: u64, hasher: &mut Hasher) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; (1 << 20).min(len as usize)];
+    let mut left = len;
+    while left > 0 {
+        let take = left.min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..take], offset)?;
+        hasher.update(&buf[..take]);
+        offset += take as u64;
+        left -= take as u64;
+    }
+    Ok(())
+}
+
 /// A compressed cache: its one stream read in order, each file's bytes written into the extents
 /// the ext4 plan gave it.
 fn stream_into(
-    cache: &Cache,
-    ext4: &imager_ext4::Plan,
+    disk: &CacheOnDisk,
     out: &File,
     at: u64,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), MetalError> {
     use std::os::unix::fs::FileExt;
+    let cache = &disk.cache;
     let mut buf = vec![0u8; 1 << 20];
     cache
         .read_stream(&mut |entry, data| {
-            let index = cache
+            let in_cache = cache
                 .entries()
                 .binary_search_by(|e| e.path.as_str().cmp(&entry.path))
                 .map_err(|_| io::Error::other(format!("{}: not in the listing", entry.path)))?;
+            // Left out of the disk: read past (the stream still hashes it).
+            let Ok(index) = disk.order.binary_search(&in_cache) else {
+                return io::copy(data, &mut io::sink()).map(|_| ());
+            };
             if !matches!(entry.location, Location::Stream { .. }) {
                 return Ok(());
             }
-            for piece in ext4.pieces(index) {
+            for piece in disk.ext4.pieces(index) {
                 let mut left = piece.len;
                 let mut dst = at + piece.fs_offset;
                 while left > 0 {

@@ -63,6 +63,16 @@ impl Descriptor {
             .get(REFERENCE_TYPE_ANNOTATION)
             .map(String::as_str)
     }
+
+    /// Whether this index child is an image a node can run: not a buildx attestation manifest
+    /// (marked by annotation, or by the platform `unknown/unknown`).
+    pub fn is_runnable(&self) -> bool {
+        self.reference_type() != Some("attestation-manifest")
+            && self
+                .platform
+                .as_ref()
+                .is_none_or(|p| p.os != "unknown" && p.architecture != "unknown")
+    }
 }
 
 #[derive(Deserialize)]

@@ -239,12 +239,7 @@ pub fn select_platforms(
 ) -> Result<Vec<Descriptor>, SelectError> {
     let children =
         crate::manifest::index_children(media_type, index_bytes).map_err(SelectError::Manifest)?;
-    let runnable = |d: &Descriptor| {
-        d.reference_type() != Some("attestation-manifest")
-            && d.platform
-                .as_ref()
-                .is_none_or(|p| p.os != "unknown" && p.architecture != "unknown")
-    };
+    let runnable = Descriptor::is_runnable;
     match selection {
         PlatformSelection::All => Ok(children.into_iter().filter(runnable).collect()),
         PlatformSelection::Only(wanted) => {

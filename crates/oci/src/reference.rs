@@ -38,6 +38,11 @@ pub enum ReferenceError {
         "image reference {input:?}: IPv6 registry addresses are not supported (the cache's directory names cannot carry them)"
     )]
     Ipv6Registry { input: String },
+    #[error(
+        "image reference {input:?}: registry {registry:?} must be written in lower case ({}): nodes look a cache up by the host exactly as an image names it, and caches keep hosts in lower case",
+        registry.to_ascii_lowercase()
+    )]
+    UppercaseRegistry { input: String, registry: String },
     #[error("image reference {input:?}: repository has an empty path component")]
     EmptyComponent { input: String },
     #[error("image reference {input:?}: repository path component {component:?} is not allowed")]
@@ -180,6 +185,7 @@ pub fn is_docker_hub(registry: &str) -> bool {
 pub(crate) enum NameError {
     Registry,
     Ipv6,
+    UppercaseRegistry,
     Empty,
     Dot(String),
     Uppercase,
@@ -195,6 +201,10 @@ impl NameError {
                 input,
             },
             Self::Ipv6 => ReferenceError::Ipv6Registry { input },
+            Self::UppercaseRegistry => ReferenceError::UppercaseRegistry {
+                input,
+                registry: registry.to_owned(),
+            },
             Self::Empty => ReferenceError::EmptyComponent { input },
             Self::Dot(component) => ReferenceError::DotComponent { input, component },
             Self::Uppercase => ReferenceError::Uppercase { input },
@@ -208,6 +218,7 @@ impl fmt::Display for NameError {
         match self {
             Self::Registry => f.write_str("not a host name with an optional :port"),
             Self::Ipv6 => f.write_str("IPv6 registry addresses are not supported"),
+            Self::UppercaseRegistry => f.write_str("registry host names must be lower case"),
             Self::Empty => f.write_str("empty path component"),
             Self::Dot(c) => write!(f, "path component {c:?} is not allowed"),
             Self::Uppercase => f.write_str("repository names must be lower case"),
@@ -216,12 +227,26 @@ impl fmt::Display for NameError {
     }
 }
 
-/// `host[:port]`, host being dot-separated `[a-zA-Z0-9]` runs with inner dashes, port one a URL
+/// `host[:port]`, host being dot-separated `[a-z0-9]` runs with inner dashes, port one a URL
 /// can carry (1-65535). IPv6 literals are refused: the flat tree's directory names cannot carry
 /// them.
+///
+/// Upper case is refused, not folded. The distribution grammar allows it in hosts and DNS ignores
+/// it, but a node does not: containerd passes the host as the image names it (`?ns=`) and Talos's
+/// registryd looks up `manifests/<that host>/` case-sensitively, so a cache filed under one
+/// spelling never serves the other. Caches keep hosts in lower case (what registries and
+/// Kubernetes manifests write); a reference spelling one otherwise is an error that names the
+/// lower-case spelling, rather than a cache that silently misses (docs/decisions.md).
 pub(crate) fn validate_registry(registry: &str) -> Result<(), NameError> {
     if registry.starts_with('[') {
         return Err(NameError::Ipv6);
+    }
+    if registry.bytes().any(|b| b.is_ascii_uppercase()) {
+        // Only if it would otherwise be a valid host, so the message points at the real fault.
+        return match validate_registry(&registry.to_ascii_lowercase()) {
+            Ok(()) => Err(NameError::UppercaseRegistry),
+            Err(e) => Err(e),
+        };
     }
     let (host, port) = match registry.split_once(':') {
         Some((host, port)) => (host, Some(port)),
@@ -532,8 +557,12 @@ mod tests {
             norm("registry.k8s.io/pause:3.10"),
             "registry.k8s.io/pause:3.10"
         );
-        // Upper case in the first component makes it a registry (as Docker decides).
-        assert_eq!(norm("Registry.Local/app"), "Registry.Local/app:latest");
+        // Upper case in the first component makes it a registry (as Docker decides), which is
+        // then refused for its case (see `validate_registry`).
+        assert!(matches!(
+            Reference::parse("Registry.Local/app"),
+            Err(ReferenceError::UppercaseRegistry { registry, .. }) if registry == "Registry.Local"
+        ));
         let r = Reference::parse("host:5000/a/b:tag").unwrap();
         assert_eq!(r.registry(), "host:5000");
         assert_eq!(r.repository(), "a/b");
@@ -612,6 +641,21 @@ mod tests {
         assert!(matches!(err("-host.io/app"), E::Registry { .. }));
         assert!(matches!(err("https://host.io/app"), E::Registry { .. }));
         assert!(matches!(err("[::1]:5000/app"), E::Ipv6Registry { .. }));
+        assert!(
+            matches!(err("LOCALHOST:5055/app"), E::UppercaseRegistry { registry, .. } if registry == "LOCALHOST:5055")
+        );
+        assert!(matches!(
+            err("Ghcr.io/org/app"),
+            E::UppercaseRegistry { .. }
+        ));
+        // The upper case alone makes the first component a host (as Docker reads it).
+        assert!(matches!(err("Registry/app"), E::UppercaseRegistry { .. }));
+        assert!(
+            err("LOCALHOST:5055/app")
+                .to_string()
+                .contains("(localhost:5055)")
+        );
+        assert!(matches!(err("HO_ST.io/app"), E::Registry { .. }));
         assert!(matches!(err("a b"), E::Component { .. }));
         let long = format!("host.io/{}", "a".repeat(250));
         assert!(matches!(err(&long), E::TooLong { len: 258, .. }));
@@ -734,6 +778,8 @@ mod tests {
             "[::1]:5000",
             "[]:1",
             "a b",
+            "LOCALHOST:5055",
+            "Ghcr.io",
         ] {
             assert!(ImageName::new(bad, "a").is_err(), "{bad:?} accepted");
         }

@@ -143,7 +143,10 @@ fn repo(pieces: &[&str], ns: Option<&str>) -> Result<Repo, ApiError> {
     match ns {
         None => Ok(Repo::Path(path)),
         Some(ns) => {
-            let registry = normalize_registry(ns);
+            // Host names are case-insensitive (RFC 4343) and caches keep them in lower case, so
+            // `ns=LOCALHOST:5055` is the `localhost_5055_` directory.
+            let ns_lower = ns.to_ascii_lowercase();
+            let registry = normalize_registry(&ns_lower);
             let repository = hub_repository(registry, &path);
             ImageName::new(registry, &repository)
                 .map(Repo::Named)
@@ -171,6 +174,9 @@ fn name_error(name: &str, e: &ReferenceError) -> ApiError {
             )
         }
         E::Ipv6Registry { .. } => "has an IPv6 registry, which a cache cannot hold".to_owned(),
+        E::UppercaseRegistry { registry, .. } => {
+            format!("has the registry {registry:?}, which is not lower case")
+        }
         E::Tag { .. } | E::Digest { .. } | E::NotAName { .. } => e.to_string(),
     };
     ApiError::name_invalid(format!("repository name {name:?} {why}"))
@@ -422,6 +428,15 @@ mod tests {
         );
         assert_eq!(
             repo_of("/v2/busybox/manifests/1?ns=registry-1.docker.io"),
+            named("docker.io", "library/busybox")
+        );
+        // Host names in any case find the lower-case directory the cache keeps.
+        assert_eq!(
+            repo_of("/v2/team/app/manifests/1?ns=LOCALHOST:5055"),
+            named("localhost:5055", "team/app")
+        );
+        assert_eq!(
+            repo_of("/v2/busybox/manifests/1?ns=Docker.IO"),
             named("docker.io", "library/busybox")
         );
         // Where the cache files a Hub image given by any of its names.

@@ -9,6 +9,8 @@
 //!   a directory, then xorriso.
 //!
 //! Besides time and peak RSS it reports the temporary disk space each took beyond its output.
+//! Two more rows give the cost of `imager iso --verify` (every blob hashed while it is copied,
+//! through a buffer instead of the kernel's copy) on the flat tree and on our OCI form.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,7 +18,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use imager_oci::media;
 
-use super::{Flags, Step, Tool, markdown_table, noise_file, peak_temp, run_rotated, summarize};
+use super::{Flags, Step, Tool, markdown_table, peak_temp, run_rotated, summarize, write_noise};
 use crate::util::{self, human_size, workspace_root};
 
 pub(super) const USAGE: &str = "usage: cargo xtask bench iso [--runs N] [--gib G] [--dir DIR]";
@@ -56,7 +58,7 @@ pub(super) fn run(args: &[String]) -> Result<()> {
     let esp = prepare_peer_inputs(&assets, &staging)?;
     let out = bench.dir.join("out");
 
-    let imager_from = |name: &str, input: &Path, dir: &str| Tool {
+    let imager_from = |name: &str, input: &Path, dir: &str, extra: &[&str]| Tool {
         name: name.into(),
         out: out.join(dir),
         steps: {
@@ -66,6 +68,7 @@ pub(super) fn run(args: &[String]) -> Result<()> {
                 assets.clone(),
                 imager.clone(),
             );
+            let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
             Box::new(move || {
                 let mut c = Command::new(&imager);
                 c.arg("iso")
@@ -75,6 +78,7 @@ pub(super) fn run(args: &[String]) -> Result<()> {
                     .arg(&input)
                     .arg("--output")
                     .arg(&out)
+                    .args(&extra)
                     .env("SOURCE_DATE_EPOCH", "0");
                 vec![Step::new(c)]
             })
@@ -145,9 +149,26 @@ pub(super) fn run(args: &[String]) -> Result<()> {
                 })
             },
         },
-        imager_from("imager iso, flat tree", &cache, "imager-flat"),
-        imager_from("imager iso, OCI form (tar layer)", &oci_tar, "imager-oci"),
-        imager_from("imager iso, gzip OCI form", &oci_gzip, "imager-gzip"),
+        imager_from("imager iso, flat tree", &cache, "imager-flat", &[]),
+        imager_from(
+            "imager iso, OCI form (tar layer)",
+            &oci_tar,
+            "imager-oci",
+            &[],
+        ),
+        imager_from("imager iso, gzip OCI form", &oci_gzip, "imager-gzip", &[]),
+        imager_from(
+            "imager iso --verify, flat tree",
+            &cache,
+            "imager-flat-verify",
+            &["--verify"],
+        ),
+        imager_from(
+            "imager iso --verify, OCI form (tar layer)",
+            &oci_tar,
+            "imager-oci-verify",
+            &["--verify"],
+        ),
     ];
 
     let samples = run_rotated(&tools, bench.runs)?;
@@ -198,6 +219,11 @@ pub(super) fn run(args: &[String]) -> Result<()> {
         ratio(3, 1),
         ratio(5, 2)
     );
+    println!(
+        "--verify costs {:+.0}% on the flat tree, {:+.0}% on the OCI form (tar layer)",
+        (ratio(6, 3) - 1.0) * 100.0,
+        (ratio(7, 4) - 1.0) * 100.0
+    );
     Ok(())
 }
 
@@ -209,7 +235,7 @@ fn make_oci_forms(cache: &Path, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let tar_form = dir.join("cache-oci-tar");
     let gzip_form = dir.join("cache-oci-gzip");
     let stamp = dir.join(".oci-forms-stamp");
-    let want = std::fs::read_to_string(cache.join(".bench-stamp")).unwrap_or_default();
+    let want = std::fs::read_to_string(cache_stamp(cache)).unwrap_or_default();
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
         return Ok((tar_form, gzip_form));
     }
@@ -327,9 +353,10 @@ pub(super) fn make_cache(dir: &Path, gib: f64) -> Result<u64> {
             "manifests/registry.example.com/team/project/app/digest",
         ),
     ];
-    let stamp = dir.join(".bench-stamp");
-    // v2: digest-like names (v1 used zero-padded counters, which no real cache has).
-    let want = format!("v2 {plan:?}");
+    let stamp = cache_stamp(dir);
+    // v3: every file named by the sha256 of its bytes, so `imager iso --verify` accepts the tree
+    // (v2 had digest-like names that were not the content's; v1 zero-padded counters).
+    let want = format!("v3 {plan:?}");
     let total: u64 = plan.iter().map(|(n, size, _)| n * size).sum();
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
         return Ok(total);
@@ -338,22 +365,22 @@ pub(super) fn make_cache(dir: &Path, gib: f64) -> Result<u64> {
         std::fs::remove_dir_all(dir)?;
     }
     let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut index = 0u64;
     for (n, size, sub) in &plan {
         let sub_dir = dir.join(sub);
         std::fs::create_dir_all(&sub_dir)?;
         for _ in 0..*n {
-            index += 1;
-            noise_file(
-                &sub_dir.join(format!("sha256-{}", fake_digest(index))),
-                *size,
-                &mut rng,
-            )?;
+            noise_blob(&sub_dir, *size, &mut rng)?;
         }
     }
     std::fs::write(&stamp, want)?;
     util::run_quiet(&mut Command::new("sync"))?;
     Ok(total)
+}
+
+/// What the generated cache at `dir` was made from: beside it, since a file inside is no part of
+/// the cache (media leave it out, with a warning).
+fn cache_stamp(dir: &Path) -> PathBuf {
+    dir.with_extension("stamp")
 }
 
 /// The boot files the peer's ISO gets (the same as imager's) and its ESP image.
@@ -439,10 +466,40 @@ fn xorriso_command(staging: &Path, esp: &Path, cache: &Path, out: &Path) -> Comm
     c
 }
 
-/// A digest-like file name part: 64 hex digits that differ from the first character on, as real
-/// blob digests do. (Zero-padded counters share their first 50 characters, which turns ISO 9660
-/// short-name de-duplication quadratic — a cost no real cache pays.)
-fn fake_digest(index: u64) -> String {
+/// A file of `size` bytes of noise in `dir`, named `sha256-<hex>` by its content as a cache's
+/// files are. (Real digests also differ from the first character on: zero-padded counters,
+/// which share their first 50, turn ISO 9660 short-name de-duplication quadratic — a cost no
+/// real cache pays.)
+fn noise_blob(dir: &Path, size: u64, state: &mut u64) -> Result<()> {
     use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(index.to_le_bytes()))
+    use std::io::Write as _;
+
+    /// Hashes what it writes through.
+    struct Hashing<W> {
+        out: W,
+        hasher: sha2::Sha256,
+    }
+    impl<W: std::io::Write> std::io::Write for Hashing<W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.out.write(buf)?;
+            self.hasher.update(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.out.flush()
+        }
+    }
+
+    let tmp = dir.join(".noise.tmp");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut out = Hashing {
+        out: std::io::BufWriter::new(file),
+        hasher: sha2::Sha256::new(),
+    };
+    write_noise(&mut out, size, state)?;
+    out.flush()?;
+    let name = format!("sha256-{}", hex::encode(out.hasher.finalize()));
+    std::fs::rename(&tmp, dir.join(name))?;
+    Ok(())
 }

@@ -14,7 +14,6 @@ mod load;
 mod metal;
 mod serve;
 
-use std::fs::File;
 use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -348,16 +347,6 @@ fn write_noise(out: &mut impl std::io::Write, mut size: u64, state: &mut u64) ->
         out.write_all(&buf[..take])?;
         size -= take as u64;
     }
-    Ok(())
-}
-
-/// A file of `size` bytes of noise.
-fn noise_file(path: &Path, size: u64, state: &mut u64) -> Result<()> {
-    let mut f = std::io::BufWriter::new(
-        File::create(path).with_context(|| format!("creating {}", path.display()))?,
-    );
-    write_noise(&mut f, size, state)?;
-    f.flush()?;
     Ok(())
 }
 
