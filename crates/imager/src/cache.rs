@@ -19,7 +19,7 @@ pub enum CacheCommand {
     /// cache-create` flags): an OCI layout with one image per platform (default), or the flat tree.
     Create(CreateArgs),
     /// Re-hash every blob and check every manifest, reference and descriptor; non-zero exit on any
-    /// problem. PATH: a flat cache, an OCI layout, or a built ISO.
+    /// problem. PATH: a flat cache, an OCI layout, a built ISO or metal disk image.
     Verify(InputArgs),
     /// List the cached images: registry, repository, tag, digest, platforms, size.
     List(ListArgs),
@@ -36,8 +36,8 @@ pub enum CacheCommand {
 
 #[derive(Debug, Args)]
 pub struct InputArgs {
-    /// A flat cache tree, an OCI image layout (talosctl's oci form, skopeo, oras, crane), or an ISO
-    /// made by `imager iso`.
+    /// A flat cache tree, an OCI image layout (talosctl's oci form, skopeo, oras, crane), an ISO
+    /// made by `imager iso`, or a disk image made by `imager metal` (its IMAGECACHE partition).
     path: PathBuf,
     /// Platform whose image is read from a multi-platform oci-wrapped layout.
     #[arg(long, default_value = "linux/amd64")]
@@ -115,7 +115,7 @@ pub fn run(cmd: CacheCommand) -> Result<()> {
     }
 }
 
-/// Opens the input in place, whatever its form (flat tree, OCI layout, a built ISO).
+/// Opens the input in place, whatever its form (flat tree, OCI layout, a built ISO or metal image).
 fn open(args: &InputArgs) -> Result<Cache> {
     let opts = ReadOptions {
         platform: imager_cache::Platform::parse(&args.platform)
@@ -409,9 +409,9 @@ impl CreateProgress for Bars {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Caches to serve, in priority order (the first good copy wins): flat trees, OCI layouts
-    /// or ISOs made by `imager iso`, each served in place (blobs sent from the ISO or the layout's
-    /// files, no copy). An OCI layout whose cache layer is gzip-compressed (talosctl's) cannot be.
+    /// Caches to serve, in priority order (the first good copy wins): flat trees, OCI layouts,
+    /// ISOs made by `imager iso` or disk images made by `imager metal`, each served in place
+    /// (blobs sent from the image or the layout's files, no copy). An OCI layout whose cache layer is gzip-compressed (talosctl's) cannot be.
     #[arg(
         long,
         value_name = "PATH[,PATH...]",
