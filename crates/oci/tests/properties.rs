@@ -12,9 +12,13 @@ use imager_oci::{Digest, ImageName, Manifest, Platform, Reference};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+/// 512 cases per property, or `PROPTEST_CASES` when set (for a longer run by hand).
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 512,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(512),
         ..ProptestConfig::default()
     }
 }
@@ -184,7 +188,12 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // Manifests and indexes
 
-const MEDIA_TYPES: [&str; 4] = [OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST];
+const MEDIA_TYPES: [&str; 4] = [
+    OCI_INDEX,
+    OCI_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    DOCKER_MANIFEST,
+];
 
 #[derive(Debug, Clone)]
 struct Desc {
@@ -315,7 +324,12 @@ fn read_every_way(bytes: &[u8]) -> Result<(), TestCaseError> {
             &imager_oci::PlatformSelection::Only(vec![Platform::linux_amd64()]),
         );
     }
-    for content_type in [None, Some("application/json"), Some("text/plain; charset=x"), Some("")] {
+    for content_type in [
+        None,
+        Some("application/json"),
+        Some("text/plain; charset=x"),
+        Some(""),
+    ] {
         if let Ok(t) = manifest::resolve_media_type(content_type, bytes) {
             prop_assert!(imager_oci::ManifestKind::of(&t).is_some());
         }

@@ -15,9 +15,13 @@ use imager_registryd::range::ByteRange;
 use imager_registryd::route::{ManifestRef, Repo, Route, route};
 use proptest::prelude::*;
 
+/// 512 cases per property, or `PROPTEST_CASES` when set (for a longer run by hand).
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 512,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(512),
         ..ProptestConfig::default()
     }
 }
@@ -112,7 +116,10 @@ fn name_piece() -> impl Strategy<Value = String> {
 }
 
 fn digest_like() -> impl Strategy<Value = String> {
-    (any::<[u8; 32]>(), "sha256:|sha256%3A|sha256%3a|sha512:|SHA256:|")
+    (
+        any::<[u8; 32]>(),
+        "sha256:|sha256%3A|sha256%3a|sha512:|SHA256:|",
+    )
         .prop_map(|(h, alg)| format!("{alg}{}", Digest::from_sha256(h).hex()))
 }
 
