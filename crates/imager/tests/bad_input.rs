@@ -288,3 +288,35 @@ fn an_output_that_is_a_file_is_named_with_the_flag() {
     assert!(!err.contains("os error 17"), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"a regular file");
 }
+
+// ---- the cache's own files -------------------------------------------------------------------
+
+/// A symbolic link or a FIFO in a flat cache would put bytes from outside the cache on the
+/// medium (or block the build): refused, naming the file, before anything is written.
+#[test]
+fn a_cache_holding_a_link_or_a_fifo_is_refused_naming_it() {
+    let name = format!("sha256-{}", "a".repeat(64));
+    for kind in ["symlink", "fifo"] {
+        let dir = common::scratch();
+        let cache = dir.path().join("cache");
+        copy_demo_cache(&cache);
+        let odd = cache.join("blob").join(&name);
+        match kind {
+            "symlink" => std::os::unix::fs::symlink("/etc/passwd", &odd).unwrap(),
+            _ => {
+                let made = std::process::Command::new("mkfifo").arg(&odd).status();
+                assert!(made.unwrap().success(), "mkfifo {}", odd.display());
+            }
+        }
+        let (out, outdir) = iso(dir.path(), &["--image-cache".as_ref(), cache.as_os_str()]);
+        assert_refused(
+            &out,
+            &outdir,
+            &format!("a cache holding a {kind}"),
+            &[
+                odd.to_str().unwrap(),
+                "only regular files and directories can go into the image",
+            ],
+        );
+    }
+}
