@@ -222,7 +222,10 @@ fn build(entries: &[Gen], ends: usize, tail: &[u8]) -> (Vec<u8>, Vec<usize>) {
 /// A file as a reader found it: path, size, where its data starts, its bytes.
 type Found = (String, u64, u64, Vec<u8>);
 
-fn by_index(bytes: &[u8]) -> Result<(Vec<Found>, Vec<String>), String> {
+/// What reading a layer in place gives: its files and directories, or the error's message.
+type Indexed = Result<(Vec<Found>, Vec<String>), String>;
+
+fn by_index(bytes: &[u8]) -> Indexed {
     let mut f = tempfile::tempfile().unwrap();
     f.write_all(bytes).unwrap();
     // A file longer than the layer: what lies past the layer's length is not the layer.
@@ -265,9 +268,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 /// Reads `bytes` as a layer every way the tool does, checks that the readings agree, and returns
 /// the in-place one.
-fn read_every_way(
-    bytes: &[u8],
-) -> Result<Result<(Vec<Found>, Vec<String>), String>, TestCaseError> {
+fn read_every_way(bytes: &[u8]) -> Result<Indexed, TestCaseError> {
     let indexed = by_index(bytes);
     let walked = by_walk(bytes);
     // Read a few bytes at a time: a stream that trickles in means the same.
