@@ -10,7 +10,7 @@
 //! coverage commands) works on the same project, in the same target directory.
 //!
 //! Each target runs for a bounded time over its seeds in `fuzz/corpus/<target>/` (in the
-//! repository) and a working corpus in `fuzz/target/corpus/<target>/` (kept between runs, not
+//! repository), with the tokens of its format in `fuzz/dict/<target>.dict`, and a working corpus in `fuzz/target/corpus/<target>/` (kept between runs, not
 //! committed). A crash fails the command and leaves the input in `fuzz/artifacts/<target>/`.
 //! Not part of `cargo xtask test` or CI: the property tests in each crate are what CI runs.
 
@@ -221,6 +221,13 @@ fn run_target(fuzz: &Path, binary: &Path, target: &str, seconds: u64) -> Result<
     prefix.push("/");
 
     let mut cmd = Command::new(binary);
+    // The tokens of the target's format, which random mutation rarely spells out.
+    let dict = fuzz.join("dict").join(format!("{target}.dict"));
+    if dict.is_file() {
+        let mut a = std::ffi::OsString::from("-dict=");
+        a.push(&dict);
+        cmd.arg(a);
+    }
     cmd.arg(format!("-max_total_time={seconds}"))
         .arg(format!("-timeout={INPUT_TIMEOUT}"))
         .arg("-print_final_stats=1")
