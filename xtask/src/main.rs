@@ -5,6 +5,7 @@
 mod assets;
 mod bench;
 mod demo;
+mod fuzz;
 mod initramfs;
 mod test;
 mod util;
@@ -21,6 +22,7 @@ commands:
   bench iso              benchmark `imager iso` against cp and xorriso
   bench cache            benchmark `imager cache create` against skopeo
   bench serve            benchmark `imager cache serve` against docker-registry
+  fuzz [TARGET...]       fuzz the parsers of outside bytes for a bounded time (not part of `test`)
 ";
 
 fn main() -> Result<()> {
@@ -32,6 +34,7 @@ fn main() -> Result<()> {
         Some("test") => test::run(&rest),
         Some("demo") => demo::run(&rest),
         Some("bench") => bench::run(&rest),
+        Some("fuzz") => fuzz::run(&rest),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())

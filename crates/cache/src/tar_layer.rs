@@ -1379,10 +1379,13 @@ pub fn looks_like_cache_layer(mut blob: impl Read) -> bool {
             // Metadata entries (PAX records, GNU long names) precede the entry they name: skip
             // their data and look at that entry's own header.
             b'x' | b'g' | b'L' | b'K' => {
+                // The size is bounded before it is rounded up: a hostile one near u64::MAX
+                // would overflow. MAX_META_SIZE is a whole number of blocks.
+                if header.size > MAX_META_SIZE {
+                    return false;
+                }
                 let skip = header.size.next_multiple_of(BLOCK as u64);
-                if skip > MAX_META_SIZE
-                    || io::copy(&mut (&mut stream).take(skip), &mut io::sink()).ok() != Some(skip)
-                {
+                if io::copy(&mut (&mut stream).take(skip), &mut io::sink()).ok() != Some(skip) {
                     return false;
                 }
             }

@@ -626,3 +626,40 @@ fn a_gzip_layer_entry_that_is_not_its_name_is_refused_without_verify() {
     let (out, _) = iso(dir.path(), &["--image-cache".as_ref(), layout.as_os_str()]);
     common::assert_success(&out, "imager iso from a gzip'd layer");
 }
+
+// ---- the cache's own files -------------------------------------------------------------------
+
+/// A symbolic link or a FIFO in a flat cache would put bytes from outside the cache on the
+/// medium (or block the build): refused, naming the file, before anything is written.
+#[test]
+fn a_cache_holding_a_link_or_a_fifo_is_refused_naming_it() {
+    let name = format!("sha256-{}", "a".repeat(64));
+    for kind in ["symlink", "fifo"] {
+        let dir = common::scratch();
+        let cache = dir.path().join("cache");
+        copy_demo_cache(&cache);
+        let odd = cache.join("blob").join(&name);
+        match kind {
+            "symlink" => std::os::unix::fs::symlink("/etc/passwd", &odd).unwrap(),
+            _ => {
+                let made = std::process::Command::new("mkfifo").arg(&odd).status();
+                assert!(made.unwrap().success(), "mkfifo {}", odd.display());
+            }
+        }
+        let (out, outdir) = iso(dir.path(), &["--image-cache".as_ref(), cache.as_os_str()]);
+        assert_refused(
+            &out,
+            &outdir,
+            &format!("a cache holding a {kind}"),
+            &[
+                cache.to_str().unwrap(),
+                &format!("blob/{name}"),
+                if kind == "symlink" {
+                    "symbolic link (never followed)"
+                } else {
+                    "not a regular file"
+                },
+            ],
+        );
+    }
+}

@@ -1000,6 +1000,10 @@ fn shown_or_root(base: &str) -> String {
 }
 
 #[cfg(test)]
+#[path = "read_proptests.rs"]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::IsoSpec;
