@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 
 use imager_cache::oci_out::{layer_entries, plan_layer};
 use imager_cache::tar_layer::{
-    self, BLOCK, Compression, Pax, index, looks_like_cache_layer, normalize, parse_header,
+    self, BLOCK, Bounds, Compression, Pax, index, looks_like_cache_layer, normalize, parse_header,
     parse_numeric, parse_pax, read_layer, walk,
 };
 use imager_oci::Digest;
@@ -287,17 +287,17 @@ fn read_every_way(bytes: &[u8]) -> Result<Indexed, TestCaseError> {
     if bytes.len() < 64 << 10 {
         let gz = gzip(bytes);
         let mut through_gzip = Vec::new();
-        let read = read_layer(&gz[..], Compression::Gzip, |t, r| {
+        let read = read_layer(&gz[..], Compression::Gzip, Bounds::FORMAT, |t, r| {
             let mut data = Vec::new();
             r.read_to_end(&mut data)?;
             through_gzip.push((t.path.clone(), t.size, t.data_offset, data));
             Ok(())
         });
         match (&walked, read) {
-            (Ok(files), Ok((digest, len))) => {
+            (Ok(files), Ok(read)) => {
                 prop_assert_eq!(files, &through_gzip);
-                prop_assert_eq!(digest, Digest::of(&gz));
-                prop_assert_eq!(len, gz.len() as u64);
+                prop_assert_eq!(read.digest, Digest::of(&gz));
+                prop_assert_eq!(read.size, gz.len() as u64);
             }
             (Err(_), Err(_)) => {}
             (w, r) => prop_assert!(
