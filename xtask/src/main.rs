@@ -21,6 +21,7 @@ commands:
   bench iso              benchmark `imager iso` against cp and xorriso
   bench cache            benchmark `imager cache create` against skopeo
   bench serve            benchmark `imager cache serve` against docker-registry
+  bench push             benchmark `imager cache push` against skopeo
 ";
 
 fn main() -> Result<()> {
