@@ -22,6 +22,8 @@ commands:
   bench iso              benchmark `imager iso` against cp and xorriso
   bench cache            benchmark `imager cache create` against skopeo
   bench serve            benchmark `imager cache serve` against docker-registry
+  bench push             benchmark `imager cache push` against skopeo
+  bench metal            benchmark `imager metal` against cp -r and upstream's recipe
   fuzz [TARGET...]       fuzz the parsers of outside bytes for a bounded time (not part of `test`)
 ";
 

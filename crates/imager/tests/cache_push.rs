@@ -1,7 +1,8 @@
 //! `imager cache push` and `imager cache export` as users run them: a cache made by `cache create`
 //! pushed into an empty docker-registry (plain HTTP, then TLS with our CA and basic auth), read
 //! back by skopeo byte for byte, a second push sending no blob, two registries with one
-//! repository path refused unless kept apart, and an exported archive's layout.
+//! repository path refused unless kept apart, and exported archives: their layout, and a private
+//! containerd importing them (`ctr images import`) and running the busybox they hold.
 
 // Test code: a panic with its message is how a failure is reported.
 #![allow(clippy::unwrap_used)]
@@ -340,4 +341,113 @@ fn one_repository_path_from_two_registries_is_refused_unless_kept() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let kept = format!("{host}/{}/org/app:v1", a.host().replace(':', "-"));
     assert!(!skopeo_raw(work.path(), &kept, None).is_empty());
+}
+
+/// Every entry of a tar, by path.
+fn tar_entries(path: &Path) -> std::collections::HashMap<String, Vec<u8>> {
+    let mut names = std::collections::HashMap::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        names.insert(e.path().unwrap().display().to_string(), bytes);
+    }
+    names
+}
+
+/// The side-loading path with the real client: a runnable busybox, cached by `cache create` and
+/// exported in both formats, is imported by a private containerd (`ctr images import`), listed
+/// under its original reference, and run (`ctr run` prints `ok`).
+#[test]
+fn exported_archives_import_into_containerd_and_run() {
+    use imager_registry::testing::containerd::{Containerd, busybox_image, tail};
+    use std::time::Duration;
+
+    let containerd = Containerd::start();
+    let work = tempfile::tempdir().unwrap();
+    let source = Registry::start(RegistryOptions::default());
+    let src = source.host();
+    let busybox = busybox_image();
+    push_image(work.path(), &src, "library/busybox", "ok", &busybox, None);
+    let reference = format!("{src}/library/busybox:ok");
+    let cache = create(work.path(), "cache", std::slice::from_ref(&reference));
+
+    let blob = |d: &str| format!("blobs/sha256/{}", &d["sha256:".len()..]);
+    // Imports `archive`, checks `ctr image ls` names `reference` with `digest`, runs it.
+    let import_and_run = |archive: &Path, digest: &str, run: &str| {
+        let out = containerd.ctr_ok(
+            &["images", "import", archive.to_str().unwrap()],
+            Duration::from_secs(60),
+        );
+        assert!(out.contains(&reference), "ctr images import: {out}");
+        let listed = containerd.ctr_ok(&["image", "ls"], Duration::from_secs(20));
+        let line = listed
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(reference.as_str()))
+            .unwrap_or_else(|| panic!("{reference} not in `ctr image ls`:\n{listed}"));
+        assert!(line.contains(digest), "{reference}: {line}");
+        // runc keeps container state by namespace and id whichever containerd runs it: tests
+        // running at once need ids of their own.
+        let id = format!("imager-export-{run}-{}", std::process::id());
+        let out = containerd.ctr(&["run", "--rm", &reference, &id], Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "ctr run: {}\n{}\ncontainerd log (tail):\n{}",
+            out.status,
+            text(&out.stderr),
+            tail(&containerd.log(), 30)
+        );
+        assert_eq!(text(&out.stdout), "ok\n");
+        containerd.ctr_ok(&["images", "rm", &reference], Duration::from_secs(20));
+    };
+
+    // oci-archive: the manifest's own digest.
+    let oci = work.path().join("busybox.oci.tar");
+    let o = imager(
+        &[
+            "cache",
+            "export",
+            cache.to_str().unwrap(),
+            &reference,
+            "--output",
+            oci.to_str().unwrap(),
+        ],
+        work.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    import_and_run(&oci, &busybox.manifest.digest, "oci");
+
+    // docker-archive: `manifest.json` as `docker load` reads it, every path it names present
+    // with the cache's bytes.
+    let docker = work.path().join("busybox.docker.tar");
+    let o = imager(
+        &[
+            "cache",
+            "export",
+            cache.to_str().unwrap(),
+            &reference,
+            "--output",
+            docker.to_str().unwrap(),
+            "--format",
+            "docker-archive",
+        ],
+        work.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let names = tar_entries(&docker);
+    let manifest: serde_json::Value = serde_json::from_slice(&names["manifest.json"]).unwrap();
+    let layers: Vec<String> = busybox.layers.iter().map(|l| blob(&l.digest)).collect();
+    assert_eq!(
+        manifest,
+        serde_json::json!([{
+            "Config": blob(&busybox.config.digest),
+            "RepoTags": [reference],
+            "Layers": layers,
+        }])
+    );
+    for b in busybox.blobs() {
+        assert_eq!(names[&blob(&b.digest)], b.bytes, "{}", b.digest);
+    }
+    import_and_run(&docker, &busybox.manifest.digest, "docker");
 }

@@ -86,6 +86,11 @@ pub(super) struct ImageSpec {
 }
 
 impl ImageSpec {
+    /// An amd64+arm64 index rather than one image manifest.
+    pub(super) fn multi_arch(&self) -> bool {
+        self.platforms.len() > 1
+    }
+
     /// The name of its entry in the OCI layout the images are pushed from.
     fn layout_name(&self) -> String {
         self.repo
@@ -372,7 +377,7 @@ pub(super) fn run(args: &[String]) -> Result<()> {
         .iter()
         .map(|m| m.0.as_secs_f64())
         .fold(f64::INFINITY, f64::min);
-    let multi = images.iter().filter(|i| i.platforms.len() > 1).count();
+    let multi = images.iter().filter(|i| i.multi_arch()).count();
     let mib = |kib: u64| format!("{:.0} MiB", kib as f64 / 1024.0);
     println!(
         "\n`cargo xtask bench cache --runs {} --images {} --gib {} --jobs {}`: {} images ({multi} of them \
@@ -571,7 +576,7 @@ fn tools(
 
 /// skopeo with a signature policy of our own (the system one is not ours to rely on) and no
 /// credentials from this machine's auth files.
-fn skopeo(dir: &Path) -> Command {
+pub(super) fn skopeo(dir: &Path) -> Command {
     let policy = dir.join("policy.json");
     if !policy.exists() {
         // A failure to write shows up as skopeo's complaint about the missing file.

@@ -1,4 +1,4 @@
-//! `cargo xtask bench iso | metal | cache | serve`: each of our tools side by side with its peers, in one run, on
+//! `cargo xtask bench iso | metal | cache | serve | push`: each of our tools side by side with its peers, in one run, on
 //! generated inputs. This module holds what both benchmarks share: running a tool (one or several
 //! processes) until its output is on disk, peak RSS from `VmHWM`, rotated order, medians, and the
 //! markdown table.
@@ -12,6 +12,7 @@ mod cache;
 mod iso;
 mod load;
 mod metal;
+mod push;
 mod serve;
 
 use std::io::{Read as _, Seek as _, Write as _};
@@ -29,12 +30,14 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("cache") => cache::run(&args[1..]),
         Some("serve") => serve::run(&args[1..]),
         Some("metal") => metal::run(&args[1..]),
+        Some("push") => push::run(&args[1..]),
         _ => bail!(
-            "{}\n{}\n{}\n{}",
+            "{}\n{}\n{}\n{}\n{}",
             iso::USAGE,
             metal::USAGE,
             cache::USAGE,
-            serve::USAGE
+            serve::USAGE,
+            push::USAGE
         ),
     }
 }

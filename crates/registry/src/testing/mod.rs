@@ -1,6 +1,7 @@
 //! Test fixtures (feature `testing`): Debian's `docker-registry` (the distribution v2 server) on
 //! loopback, test images built offline as OCI layouts and pushed with `skopeo`, a fault-injecting
-//! proxy, a throwaway CA, and helpers to build clients.
+//! proxy, a throwaway CA, a private containerd with a runnable busybox image, and helpers to build
+//! clients.
 //!
 //! Shared by this crate's integration tests and by those of the crates that drive the client
 //! (`imager cache create`), so that both test against the same registry the same way. Not part of
@@ -9,6 +10,7 @@
 // Fixtures: a panic with a message is how a broken fixture fails its test.
 #![allow(clippy::unwrap_used, missing_debug_implementations)]
 
+pub mod containerd;
 pub mod proxy;
 pub mod tls;
 

@@ -21,17 +21,6 @@ pub mod skopeo_checks;
 
 pub use imager_registry::testing::sha256_hex;
 
-/// Fails (never skips) when a tool is missing, naming the Debian package that has it.
-pub fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` is not installed: `apt-get install {package}` (scripts/setup.sh installs it)"
-    );
-}
-
 /// A server running on its own runtime thread; stopped (and joined) on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
