@@ -123,59 +123,6 @@ pub(crate) fn uncovered(ranges: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64
     out
 }
 
-/// Starts the kernel's writeback of the output behind the copy, a window at a time.
-///
-/// Without it a multi-GB image sits dirty in the page cache until the final `fsync` (a machine
-/// with much memory stays under its dirty thresholds), so the copy and the disk take turns: on the
-/// bench machine 1.25 s of copying, then 0.87 s of `fsync` for 3.2 GB. Asking for writeback as
-/// the copy goes (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: start it, do not wait) lets the disk
-/// work while the copy goes on, and the `fsync` waits for the tail only. Data is copied in image
-/// order, so everything copied since the last window lies between it and the highest offset
-/// written.
-#[derive(Debug)]
-pub(crate) struct Writeback<'a> {
-    out: &'a File,
-    started_to: u64,
-    written_to: u64,
-}
-
-/// How much is copied between two writeback requests.
-const WRITEBACK_WINDOW: u64 = 32 << 20;
-
-impl<'a> Writeback<'a> {
-    pub(crate) fn new(out: &'a File) -> Self {
-        Self {
-            out,
-            started_to: 0,
-            written_to: 0,
-        }
-    }
-
-    /// Notes that the image bytes up to `end` are written, and starts writeback when a window's
-    /// worth is waiting.
-    pub(crate) fn wrote_to(&mut self, end: u64) {
-        self.written_to = self.written_to.max(end);
-        if self.written_to - self.started_to >= WRITEBACK_WINDOW {
-            start_writeback(self.out, self.started_to, self.written_to - self.started_to);
-            self.started_to = self.written_to;
-        }
-    }
-}
-
-/// A hint: failures are ignored, since the `fsync` that publishes the image reports any write
-/// error, and a kernel or file system without the call just writes back later.
-fn start_writeback(out: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    // SAFETY: sync_file_range takes a descriptor and three integers; no memory is passed. `out`
-    // is borrowed for the call, so the descriptor is open and is the output file.
-    unsafe {
-        libc::sync_file_range(out.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
 /// Copies `pieces` of `file` (its runs of a host file, at `path` in the image) into `out`,
 /// checking first that the host file still holds them. Reports each copied chunk to `progress`:
 /// the image offset it ends at, and its size.

@@ -462,7 +462,7 @@ impl IsoSpec {
         let report = std::thread::scope(|scope| {
             let copier = scope.spawn(|| -> Result<(), IsoError> {
                 let _done = done_tx;
-                let mut writeback = copy::Writeback::new(out);
+                let mut writeback = imager_copy::Writeback::new(out);
                 let mut streamed_jobs: HashMap<u64, (&HostFile, &[Piece])> = HashMap::new();
                 for (path, file, pieces) in &jobs {
                     if stop.load(Ordering::Relaxed) {

@@ -390,6 +390,7 @@ impl MetalJob {
                 let mut data = CacheData {
                     disk: c,
                     open: Vec::new(),
+                    writeback: imager_copy::Writeback::new(out),
                     verify: self.verify.then(|| (usize::MAX, Hasher::default(), 0)),
                     done: &mut done,
                     progress,
@@ -457,6 +458,8 @@ struct CacheData<'a> {
     open: Vec<(PathBuf, File)>,
     /// The file being hashed, its hasher and the bytes hashed so far.
     verify: Option<(usize, Hasher, u64)>,
+    /// Files are written in extent order, so the disk can write back behind the copy.
+    writeback: imager_copy::Writeback<'a>,
     done: &'a mut u64,
     progress: &'a mut dyn Progress,
 }
@@ -520,6 +523,7 @@ impl imager_ext4::FileData for CacheData<'_> {
                 }
             }
         }
+        self.writeback.wrote_to(out_offset + len);
         *self.done += len;
         self.progress.written(*self.done);
         Ok(())
