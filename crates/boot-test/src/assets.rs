@@ -83,7 +83,9 @@ mod tests {
                 "initramfs.xz",
                 "isolinux/isohdpfx.bin",
                 "isolinux/ldlinux.c32",
-                "efi/systemd-bootx64.efi"
+                "efi/systemd-bootx64.efi",
+                "grub/boot.img",
+                "grub/core.img"
             ]
         );
         assert!(err.to_string().contains("cargo xtask assets"));
