@@ -28,7 +28,7 @@ fn digest() -> impl Strategy<Value = Digest> {
 }
 
 /// A registry the reference grammar reads as one: a dotted host, a host with a port, or
-/// `localhost`, in any case; Docker Hub's other names among them.
+/// `localhost`, in any case (upper case is then refused); Docker Hub's other names among them.
 fn registry() -> impl Strategy<Value = String> {
     let host = "[a-zA-Z0-9]([a-zA-Z0-9-]{0,6}[a-zA-Z0-9])?";
     prop_oneof![
@@ -116,6 +116,19 @@ proptest! {
         if let Some(d) = &digest {
             text.push('@');
             text.push_str(&d.to_string());
+        }
+        // Hosts are refused in upper case, naming the lower-case spelling (caches keep hosts lower
+        // case; see `validate_registry`).
+        if let Some(r) = &registry
+            && r.bytes().any(|b| b.is_ascii_uppercase())
+        {
+            let parsed = Reference::parse(&text);
+            let lower = r.to_ascii_lowercase();
+            prop_assert!(
+                matches!(&parsed, Err(e @ imager_oci::ReferenceError::UppercaseRegistry { .. }) if e.to_string().contains(&format!("({lower})"))),
+                "{text:?}: {parsed:?}"
+            );
+            return Ok(());
         }
         let want_registry = reference::normalize_registry(registry.as_deref().unwrap_or("docker.io"));
         let want_repository = reference::hub_repository(want_registry, &repository);
