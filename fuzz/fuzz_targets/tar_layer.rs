@@ -103,17 +103,22 @@ fuzz_target!(|data: &[u8]| {
         gz.write_all(&bytes).unwrap();
         let gz = gz.finish().unwrap();
         let mut files = Vec::new();
-        let read = tar_layer::read_layer(&gz[..], Compression::Gzip, |f, r| {
-            let mut data = Vec::new();
-            r.read_to_end(&mut data)?;
-            files.push((f.path.clone(), f.size, f.data_offset, data));
-            Ok(())
-        });
+        let read = tar_layer::read_layer(
+            &gz[..],
+            Compression::Gzip,
+            tar_layer::Bounds::FORMAT,
+            |f, r| {
+                let mut data = Vec::new();
+                r.read_to_end(&mut data)?;
+                files.push((f.path.clone(), f.size, f.data_offset, data));
+                Ok(())
+            },
+        );
         match (&walked, read) {
-            (Ok(w), Ok((digest, len))) => {
+            (Ok(w), Ok(read)) => {
                 assert_eq!(w, &files);
-                assert_eq!(digest, imager_oci::Digest::of(&gz));
-                assert_eq!(len, gz.len() as u64);
+                assert_eq!(read.digest, imager_oci::Digest::of(&gz));
+                assert_eq!(read.size, gz.len() as u64);
             }
             (Err(_), Err(_)) => {}
             (w, r) => panic!("walk: {w:?}\nread_layer: {:?}", r.err()),
