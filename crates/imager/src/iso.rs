@@ -1,6 +1,6 @@
 //! `imager iso`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -66,20 +66,12 @@ pub struct IsoArgs {
 pub fn run(args: IsoArgs) -> Result<()> {
     let arch = Arch::parse(&args.arch)?;
     version::check_version(&args.version).context("--version")?;
-    let env_assets = std::env::var_os("IMAGER_ASSETS").map(PathBuf::from);
-    let dir = assets::locate(args.assets.as_deref(), env_assets.as_deref())?;
-    let assets = Assets::load(
-        &dir,
+    let assets = load_assets(
+        args.assets.as_deref(),
         args.kernel.as_deref(),
         args.initramfs.as_deref(),
         arch,
-    )
-    .with_context(|| {
-        format!(
-            "loading the boot assets (assets directory {})",
-            dir.display()
-        )
-    })?;
+    )?;
     let request = IsoRequest {
         assets,
         image_cache: args.image_cache,
@@ -134,13 +126,7 @@ pub fn run(args: IsoArgs) -> Result<()> {
         );
     }
     crate::talos_config::report(job.cache(), &request.version, args.write_config.as_deref())?;
-    let bar = ProgressBar::new(job.size()).with_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(format!("writing {}", job.output().display()));
+    let bar = write_bar(job.size(), job.output());
     let label = job.label().to_owned();
     let size = job.size();
     let target = job.output().to_owned();
@@ -151,6 +137,36 @@ pub fn run(args: IsoArgs) -> Result<()> {
     // One line, terminal or not: what a CI log needs.
     println!("{} ({} bytes, label {label})", output.display(), size);
     Ok(())
+}
+
+/// The boot assets of a medium: `--assets`, else `$IMAGER_ASSETS`, else the defaults, with
+/// `--kernel`/`--initramfs` in place of the directory's own.
+pub(crate) fn load_assets(
+    dir: Option<&Path>,
+    kernel: Option<&Path>,
+    initramfs: Option<&Path>,
+    arch: Arch,
+) -> Result<Assets> {
+    let env_assets = std::env::var_os("IMAGER_ASSETS").map(PathBuf::from);
+    let dir = assets::locate(dir, env_assets.as_deref())?;
+    Assets::load(&dir, kernel, initramfs, arch).with_context(|| {
+        format!(
+            "loading the boot assets (assets directory {})",
+            dir.display()
+        )
+    })
+}
+
+/// The progress bar of a medium being written to `output` (`total` bytes).
+pub(crate) fn write_bar(total: u64, output: &Path) -> ProgressBar {
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("writing {}", output.display()));
+    bar
 }
 
 /// `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.

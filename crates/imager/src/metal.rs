@@ -4,13 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use imager_media::assets::{self, Assets};
 use imager_media::bootcfg::BootCfgError;
 use imager_media::cache::CacheError;
 use imager_media::iso::Arch;
 use imager_media::metal::{MetalError, MetalJob, MetalRequest, OutFormat};
 use imager_media::version;
-use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, Args)]
 pub struct MetalArgs {
@@ -79,20 +77,12 @@ pub fn run(args: MetalArgs) -> Result<()> {
         Some(text) => Some(parse_size(text).with_context(|| format!("--disk-size {text:?}"))?),
         None => None,
     };
-    let env_assets = std::env::var_os("IMAGER_ASSETS").map(PathBuf::from);
-    let dir = assets::locate(args.assets.as_deref(), env_assets.as_deref())?;
-    let assets = Assets::load(
-        &dir,
+    let assets = crate::iso::load_assets(
+        args.assets.as_deref(),
         args.kernel.as_deref(),
         args.initramfs.as_deref(),
         arch,
-    )
-    .with_context(|| {
-        format!(
-            "loading the boot assets (assets directory {})",
-            dir.display()
-        )
-    })?;
+    )?;
     let request = MetalRequest {
         assets,
         image_cache: args.image_cache,
@@ -135,13 +125,7 @@ pub fn run(args: MetalArgs) -> Result<()> {
         eprintln!("imager: warning: left out of the image (--skip-unusable-images): {image}");
     }
     crate::talos_config::report(job.cache(), &request.version, args.write_config.as_deref())?;
-    let bar = ProgressBar::new(job.data_bytes()).with_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.set_message(format!("writing {}", job.output().display()));
+    let bar = crate::iso::write_bar(job.data_bytes(), job.output());
     let disk = job.disk_size();
     let target = job.output().to_owned();
     let output = job
