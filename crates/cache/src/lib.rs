@@ -10,8 +10,10 @@
 //! [`manifest::MAX_MANIFEST_SIZE`]).
 
 pub mod check;
+#[cfg(feature = "registry")]
 pub mod create;
 pub mod digest;
+#[cfg(feature = "registry")]
 pub mod export;
 pub mod flat;
 pub mod layout;
@@ -19,12 +21,15 @@ pub mod list;
 pub mod model;
 pub mod oci_out;
 mod par;
+#[cfg(feature = "registry")]
 pub mod push;
+#[cfg(feature = "registry")]
 mod slot;
 pub mod tar_layer;
 pub mod verify;
 
 pub use check::{Structure, UnusableImage};
+#[cfg(feature = "registry")]
 pub use create::{CreateError, CreateOptions, CreateProgress, Created, OutputLayout, create};
 pub use digest::{Digest, DigestError};
 pub use flat::{FlatError, FlatWriter};

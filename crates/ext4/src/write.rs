@@ -31,10 +31,12 @@ impl Plan {
     ///
     /// Nothing else is written: free space, unused inode tables, the journal's body and blocks of
     /// zeros are left as they are, so `out` must read as zeros over `[at, at + size())` (a new
-    /// file, or one just extended), and stays sparse there.
+    /// file, or one just extended, or a device zeroed first), and stays sparse there.
     pub fn write_metadata(&self, out: &File, at: u64) -> Result<(), Ext4Error> {
-        let len = out.metadata().map_err(Ext4Error::Output)?.len();
-        if len < at + self.size {
+        let meta = out.metadata().map_err(Ext4Error::Output)?;
+        // A block device (a node formatting its partition) has the size it has; only an image
+        // file grows.
+        if meta.is_file() && meta.len() < at + self.size {
             out.set_len(at + self.size).map_err(Ext4Error::Output)?;
         }
         let mut sink = MetadataSink::new(out, at);

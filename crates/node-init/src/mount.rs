@@ -7,9 +7,6 @@ use rustix::mount::MountFlags;
 
 use crate::probe::FsType;
 
-/// Where the cache volume is mounted.
-pub const MEDIA: &str = "/media";
-
 /// Mounts /proc, /sys and /dev (devtmpfs: the kernel creates device nodes there as devices
 /// appear, so no udev is needed). Already-mounted filesystems are fine.
 pub fn api_filesystems() -> Result<()> {
@@ -26,12 +23,23 @@ pub fn api_filesystems() -> Result<()> {
     Ok(())
 }
 
-/// Mounts the cache volume read-only at [`MEDIA`]. ISO 9660 picks up Rock Ridge names (the deep,
+/// Mounts a medium read-only at `target`. ISO 9660 picks up Rock Ridge names (the deep,
 /// long-named cache tree) by itself.
-pub fn volume(device: &str, fs: FsType) -> Result<()> {
-    ensure_dir(MEDIA)?;
-    rustix::mount::mount(device, MEDIA, fs.as_str(), MountFlags::RDONLY, None)
-        .with_context(|| format!("mount {device} ({fs}) on {MEDIA}"))
+pub fn volume(device: &str, fs: FsType, target: &str) -> Result<()> {
+    ensure_dir(target)?;
+    rustix::mount::mount(device, target, fs.as_str(), MountFlags::RDONLY, None)
+        .with_context(|| format!("mount {device} ({fs}) on {target}"))
+}
+
+/// Unmounts what is mounted of `targets`, before power-off; failures are reported, not fatal
+/// (power-off syncs anyway, and a read-only mount is clean).
+pub fn unmount_all(targets: &[&str]) {
+    for target in targets {
+        match rustix::mount::unmount(*target, rustix::mount::UnmountFlags::empty()) {
+            Ok(()) | Err(Errno::INVAL | Errno::NOENT) => {}
+            Err(e) => crate::console::say!("unmount {target} failed: {e}"),
+        }
+    }
 }
 
 fn mount_dir(
@@ -48,7 +56,12 @@ fn mount_dir(
     }
 }
 
-fn ensure_dir(path: &str) -> Result<()> {
+pub fn ensure_dir(path: &str) -> Result<()> {
+    if let Some(parent) = std::path::Path::new(path).parent().and_then(|p| p.to_str())
+        && parent.len() > 1
+    {
+        ensure_dir(parent)?;
+    }
     match rustix::fs::mkdir(path, Mode::from_raw_mode(0o755)) {
         Ok(()) | Err(Errno::EXIST) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("mkdir {path}")),

@@ -198,6 +198,67 @@ pub fn choose(candidates: &[Candidate]) -> Option<&Candidate> {
         .map(|(_, c)| c)
 }
 
+/// A GPT partition named [`IMAGECACHE_PARTITION`]: the node's disk volume for the cache, whatever
+/// it holds (an empty partition is formatted, see `disk`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskPartition {
+    /// The name under `/dev`, e.g. `vdb1`.
+    pub device: String,
+    /// What is on it: none for a blank (or unrecognized) partition.
+    pub volume: Option<Volume>,
+}
+
+impl DiskPartition {
+    /// Whether it holds ext4 (and so possibly a cache: `imager metal`'s, or an earlier copy).
+    pub fn is_ext4(&self) -> bool {
+        self.volume.as_ref().is_some_and(|v| v.fs == FsType::Ext4)
+    }
+}
+
+/// The volumes a node uses: the medium's cache and the disk volume it copies it to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Volumes {
+    /// The `TALOS_` medium ([`choose`]'s pick among media).
+    pub medium: Option<Candidate>,
+    /// The first `IMAGECACHE` partition by device name.
+    pub disk: Option<DiskPartition>,
+}
+
+impl Volumes {
+    /// Picks the medium and the disk volume out of one look at the devices: `candidates` are the
+    /// recognized volumes, `imagecache` the devices whose GPT partition name is `IMAGECACHE`.
+    pub fn select(candidates: &[Candidate], imagecache: &[String]) -> Self {
+        let media: Vec<Candidate> = candidates
+            .iter()
+            .filter(|c| c.cache_root() == Some(CacheRoot::Medium))
+            .cloned()
+            .collect();
+        let disk = imagecache.iter().min().map(|device| DiskPartition {
+            device: device.clone(),
+            volume: candidates
+                .iter()
+                .find(|c| &c.device == device)
+                .map(|c| c.volume.clone()),
+        });
+        Self {
+            medium: choose(&media).cloned(),
+            disk,
+        }
+    }
+
+    /// Whether a cache can be served: from the medium, or from an ext4 `IMAGECACHE` partition
+    /// alone (a metal image). A blank partition alone has nothing to serve.
+    pub fn usable(&self) -> bool {
+        self.medium.is_some() || self.disk.as_ref().is_some_and(DiskPartition::is_ext4)
+    }
+
+    /// Whether to stop looking: both found, or something usable found and `settled` (the other
+    /// had time to appear: USB sticks enumerate seconds after virtio disks).
+    pub fn complete(&self, settled: bool) -> bool {
+        (self.medium.is_some() && self.disk.is_some()) || (self.usable() && settled)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,5 +421,42 @@ mod tests {
         disk.partname = Some(IMAGECACHE_PARTITION.into());
         let with_disk = [all[3].clone(), disk.clone()];
         assert_eq!(choose(&with_disk).unwrap().device, "vdb5");
+    }
+
+    #[test]
+    fn volumes_pair_the_medium_with_the_disk_partition() {
+        let c = |device: &str, fs, label: &str, part: Option<&str>| Candidate {
+            device: device.into(),
+            partname: part.map(str::to_owned),
+            volume: Volume {
+                fs,
+                label: label.into(),
+            },
+        };
+        let iso = c("sr0", FsType::Iso9660, "TALOS_V1_9_0", None);
+        let metal = c("vda6", FsType::Ext4, "IMAGECACHE", Some(IMAGECACHE_PARTITION));
+
+        // A blank partition (nothing recognized on it) and the medium: both, complete at once.
+        let v = Volumes::select(std::slice::from_ref(&iso), &["vdb1".into()]);
+        assert_eq!(v.medium.as_ref().unwrap().device, "sr0");
+        let disk = v.disk.clone().unwrap();
+        assert_eq!((disk.device.as_str(), disk.is_ext4()), ("vdb1", false));
+        assert!(v.complete(false));
+
+        // A blank partition alone is not usable, however long it has settled.
+        let v = Volumes::select(&[], &["vdb1".into()]);
+        assert!(!v.usable() && !v.complete(true));
+
+        // The medium alone, or a metal image's partition alone: usable once settled.
+        let v = Volumes::select(std::slice::from_ref(&iso), &[]);
+        assert!(v.usable() && !v.complete(false) && v.complete(true));
+        let v = Volumes::select(std::slice::from_ref(&metal), &["vda6".into()]);
+        assert!(v.medium.is_none() && v.disk.as_ref().unwrap().is_ext4());
+        assert!(v.complete(true));
+
+        // The first IMAGECACHE partition by name; an ext4 IMAGECACHE is never the medium.
+        let v = Volumes::select(&[metal.clone(), iso.clone()], &["vdb1".into(), "vda6".into()]);
+        assert_eq!(v.disk.unwrap().device, "vda6");
+        assert_eq!(v.medium.unwrap().device, "sr0");
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::probe::{self, Candidate, PROBE_LEN};
+use crate::probe::{self, Candidate, PROBE_LEN, Volumes};
 
 /// Every block device the kernel knows, whole disks and partitions alike: a hybrid ISO may be
 /// visible only on the whole disk (`sda`), an xorriso one also on `sda1`, a CD as `sr0`.
@@ -20,19 +20,30 @@ pub struct Pass {
     pub candidates: Vec<Candidate>,
     /// `name: error` for devices that could not be read.
     pub unreadable: Vec<String>,
+    /// Devices whose GPT partition name is `IMAGECACHE`, whatever they hold.
+    pub imagecache: Vec<String>,
 }
 
-/// Polls every `interval` until a cache volume (an `IMAGECACHE` partition or a `TALOS_` medium)
-/// shows up or `timeout` passes. USB storage under
-/// QEMU's emulation can take many seconds to enumerate after its driver loads.
-pub fn wait_for_volume(timeout: Duration, interval: Duration) -> Result<Candidate> {
-    let deadline = Instant::now() + timeout;
+/// Polls every `interval` until the volumes are found ([`Volumes::complete`]): the medium and the
+/// disk partition, or either usable one once `settle` has passed since it appeared (USB storage
+/// under QEMU's emulation can take seconds to enumerate after its driver loads, after the virtio
+/// disks). Fails after `timeout` with nothing usable, naming everything seen.
+pub fn wait_for_volumes(timeout: Duration, settle: Duration, interval: Duration) -> Result<Volumes> {
+    let start = Instant::now();
+    let mut usable_since: Option<Instant> = None;
     loop {
         let pass = scan_once()?;
-        if let Some(found) = probe::choose(&pass.candidates) {
-            return Ok(found.clone());
+        let volumes = Volumes::select(&pass.candidates, &pass.imagecache);
+        if volumes.usable() {
+            let since = *usable_since.get_or_insert_with(Instant::now);
+            if volumes.complete(since.elapsed() >= settle) {
+                return Ok(volumes);
+            }
         }
-        if Instant::now() >= deadline {
+        if start.elapsed() >= timeout {
+            if volumes.usable() {
+                return Ok(volumes);
+            }
             let seen: Vec<String> = pass
                 .candidates
                 .iter()
@@ -45,12 +56,14 @@ pub fn wait_for_volume(timeout: Duration, interval: Duration) -> Result<Candidat
                 })
                 .collect();
             bail!(
-                "no ext4 partition named {} and no iso9660/vfat volume labelled {}* after {} s (block devices: [{}]; volumes: [{}]; unreadable: [{}])",
+                "no ext4 partition named {} and no iso9660/vfat volume labelled {}* after {} s (block devices: [{}]; volumes: [{}]; {} partitions: [{}]; unreadable: [{}])",
                 probe::IMAGECACHE_PARTITION,
                 probe::TALOS_PREFIX,
                 timeout.as_secs(),
                 pass.devices.join(" "),
                 seen.join(" "),
+                probe::IMAGECACHE_PARTITION,
+                pass.imagecache.join(" "),
                 pass.unreadable.join("; ")
             );
         }
@@ -71,6 +84,10 @@ fn scan_once() -> Result<Pass> {
     for device in &devices {
         // A device that cannot be read (no medium in a CD drive, node not created yet, a
         // driver still starting) is simply not the one we want on this pass.
+        let name = partname(device);
+        if name.as_deref() == Some(probe::IMAGECACHE_PARTITION) {
+            pass.imagecache.push(device.clone());
+        }
         let len = match read_head(&dev_path(device), &mut head) {
             Ok(len) => len,
             Err(e) => {
@@ -81,7 +98,7 @@ fn scan_once() -> Result<Pass> {
         if let Some(volume) = probe::identify(&head[..len]) {
             pass.candidates.push(Candidate {
                 device: device.clone(),
-                partname: partname(device),
+                partname: name,
                 volume,
             });
         }

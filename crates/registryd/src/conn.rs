@@ -39,6 +39,7 @@ impl Transport for TcpStream {
     }
 }
 
+#[cfg(feature = "tls")]
 impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
     fn plain(&self) -> Option<&TcpStream> {
         None

@@ -14,6 +14,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+#[cfg(feature = "tls")]
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{Payload, Stall};
@@ -27,6 +28,7 @@ use crate::route::{Page, Repo, Route, route};
 use crate::store::{Store, internal};
 use crate::{Config, Log, Root, TlsFiles};
 
+#[cfg(feature = "tls")]
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After shutdown is asked for, answers in flight get this long to finish.
 const GRACE: Duration = Duration::from_secs(5);
@@ -60,20 +62,30 @@ pub enum ServeError {
     },
     #[error("starting the I/O threads")]
     Threads(#[source] io::Error),
+    #[error(
+        "HTTPS was asked for, but this build of registryd has no TLS (the `tls` feature: the \
+         test node's init serves plain HTTP, as a node's registryd does)"
+    )]
+    #[cfg(not(feature = "tls"))]
+    NoTls,
+    #[cfg(feature = "tls")]
     #[error("TLS certificate file {path}")]
     TlsCert {
         path: PathBuf,
         #[source]
         source: rustls::pki_types::pem::Error,
     },
+    #[cfg(feature = "tls")]
     #[error("TLS certificate file {0} holds no certificate")]
     TlsNoCert(PathBuf),
+    #[cfg(feature = "tls")]
     #[error("TLS key file {path}")]
     TlsKey {
         path: PathBuf,
         #[source]
         source: rustls::pki_types::pem::Error,
     },
+    #[cfg(feature = "tls")]
     #[error("TLS certificate {cert} and key {key}")]
     Tls {
         cert: PathBuf,
@@ -225,6 +237,7 @@ impl Server {
                 let _permit = permit;
                 match tls {
                     None => conn::serve(stream, peer, state, stopping).await,
+                    #[cfg(feature = "tls")]
                     Some(acceptor) => {
                         // A failed or slow handshake is the client's problem: nothing to report.
                         let handshake =
@@ -233,6 +246,8 @@ impl Server {
                             conn::serve(stream, peer, state, stopping).await;
                         }
                     }
+                    #[cfg(not(feature = "tls"))]
+                    Some(never) => match never {},
                 }
             });
         }
@@ -261,6 +276,17 @@ async fn make_room(permits: &Arc<Semaphore>, idle: &Idle) -> Option<OwnedSemapho
     }
 }
 
+/// Without TLS built in there is no acceptor: asking for one is [`ServeError::NoTls`].
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+enum TlsAcceptor {}
+
+#[cfg(not(feature = "tls"))]
+fn tls_acceptor(_: &TlsFiles) -> Result<TlsAcceptor, ServeError> {
+    Err(ServeError::NoTls)
+}
+
+#[cfg(feature = "tls")]
 fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServeError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
