@@ -17,7 +17,7 @@ const NODE_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// The drivers the test node needs to find its volume on every attachment the boot tests use:
 /// CD (IDE/AHCI + sr), disk (IDE/AHCI/virtio + sd), USB stick (xHCI/EHCI + usb-storage/uas), and
 /// the filesystems (ISO 9660, FAT with the code pages it mounts with by default, ext4 for the
-/// disk copy of the cache to come). ext4 finds its crc32c through the crypto API at mount time,
+/// disk copy of the cache), the NIC and the power button. ext4 finds its crc32c through the crypto API at mount time,
 /// not as a symbol dependency, and with no modprobe in the initramfs nothing would load it: without
 /// it, filesystems with metadata checksums (mkfs.ext4's default) do not mount.
 const MODULES: &[&str] = &[
@@ -40,6 +40,11 @@ const MODULES: &[&str] = &[
     "nls_ascii",
     "ext4",
     "crc32c_generic",
+    // Serving (`imager.serve`): the NIC, and the ACPI power button (QEMU's `system_powerdown`)
+    // read through evdev, which is how the node knows to stop.
+    "virtio_net",
+    "button",
+    "evdev",
 ];
 
 /// Builds `node-init` as a static executable and returns its path.

@@ -35,7 +35,7 @@ pub use listing::{
     FileDigest, Listing, ListingDiff, ListingError, expected_listing, file_digest, total_bytes,
 };
 pub use qemu::{
-    Attach, BootConfig, BootError, BootFailure, BootOutcome, ECHO_ENV, FailedBoot, Firmware,
-    LOG_DIR_ENV, Media, OVMF_CODE, OVMF_VARS, boot, boot_with,
+    Attach, BootConfig, BootError, BootFailure, BootOutcome, ECHO_ENV, FailedBoot, Firmware, Guest,
+    LOG_DIR_ENV, Media, OVMF_CODE, OVMF_VARS, boot, boot_controlled, boot_with,
 };
-pub use report::{CacheSummary, DuplicateFile, MARKER, NodeReport, ReportedFile, Volume};
+pub use report::{CacheSummary, CopySummary, DuplicateFile, MARKER, NodeReport, ReportedFile, Volume};

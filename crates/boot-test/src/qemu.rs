@@ -111,6 +111,12 @@ pub struct BootConfig {
     pub ovmf_code: PathBuf,
     /// OVMF variable store template (copied per boot, the copy is the writable pflash).
     pub ovmf_vars: PathBuf,
+    /// Further disks, attached as virtio block devices after the boot media and written in
+    /// place (a node's own disk).
+    pub data_disks: Vec<PathBuf>,
+    /// Host loopback ports forwarded to guest TCP ports, `(host, guest)`, over QEMU's user
+    /// networking on a virtio NIC (the guest is 10.0.2.15). No NIC without forwards.
+    pub forwards: Vec<(u16, u16)>,
 }
 
 impl BootConfig {
@@ -156,7 +162,21 @@ impl BootConfig {
             qemu: PathBuf::from("qemu-system-x86_64"),
             ovmf_code: PathBuf::from(OVMF_CODE),
             ovmf_vars: PathBuf::from(OVMF_VARS),
+            data_disks: Vec::new(),
+            forwards: Vec::new(),
         }
+    }
+
+    /// Attaches `path` as a further virtio disk, written in place.
+    pub fn with_data_disk(mut self, path: impl Into<PathBuf>) -> Self {
+        self.data_disks.push(path.into());
+        self
+    }
+
+    /// Forwards `127.0.0.1:host` to the guest's `guest` TCP port (adds the NIC).
+    pub fn with_forward(mut self, host: u16, guest: u16) -> Self {
+        self.forwards.push((host, guest));
+        self
     }
 
     /// Sets the timeout.
@@ -267,6 +287,23 @@ impl BootConfig {
                 cmd.arg("-append").arg(cmdline);
             }
         }
+        for (i, disk) in self.data_disks.iter().enumerate() {
+            cmd.arg("-drive").arg(opt_path(
+                &format!("if=none,id=data{i},format=raw,file="),
+                disk,
+            ));
+            cmd.args(["-device", &format!("virtio-blk-pci,drive=data{i}")]);
+        }
+        if !self.forwards.is_empty() {
+            // restrict=on: the guest reaches nothing outside; forwarded ports still come in,
+            // on the host's loopback only.
+            let mut netdev = String::from("user,id=net0,restrict=on");
+            for (host, guest) in &self.forwards {
+                netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+            }
+            cmd.arg("-netdev").arg(netdev);
+            cmd.args(["-device", "virtio-net-pci,netdev=net0"]);
+        }
         cmd.args(&self.extra_args);
         cmd
     }
@@ -280,6 +317,9 @@ impl BootConfig {
                 inputs.push(("kernel", kernel.as_path()));
                 inputs.push(("initramfs", initrd.as_path()));
             }
+        }
+        for disk in &self.data_disks {
+            inputs.push(("data disk", disk.as_path()));
         }
         if self.firmware == Firmware::Ovmf {
             inputs.push((
@@ -348,6 +388,8 @@ pub enum BootFailure {
         /// The console line that showed it.
         line: String,
     },
+    /// The test cut the power ([`Guest::kill`]).
+    Killed,
     /// The node reported `done` but the guest reset or stopped instead of powering off.
     NotPoweredOff {
         /// QEMU's shutdown reason, when known.
@@ -373,6 +415,7 @@ impl fmt::Display for BootFailure {
                 write!(f, "the node reported an error: {}", errors.join("; "))
             }
             BootFailure::QemuFailed { status } => write!(f, "QEMU failed ({status})"),
+            BootFailure::Killed => write!(f, "the test cut the power (killed QEMU)"),
             BootFailure::Stuck { line } => {
                 write!(f, "the guest cannot boot any further: {line:?}")
             }
@@ -488,6 +531,56 @@ pub fn boot_with(
     cfg: &BootConfig,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<BootOutcome, BootError> {
+    boot_controlled(cfg, &mut |line, _| on_line(line))
+}
+
+/// The running guest, as a console-line callback sees it: what a test does to the machine while
+/// it runs. The callback runs on the runner's thread; while it works (say, pulls images from the
+/// guest), console output queues up and the timeout keeps counting.
+#[derive(Debug)]
+pub struct Guest {
+    qmp: Option<std::sync::Mutex<UnixStream>>,
+    pid: u32,
+    started: Instant,
+    killed: std::sync::atomic::AtomicBool,
+}
+
+impl Guest {
+    /// Presses the ACPI power button (QMP `system_powerdown`, what a hypervisor's "shut down"
+    /// does). The guest decides what to do about it.
+    pub fn press_power_button(&self) -> std::io::Result<()> {
+        let Some(qmp) = &self.qmp else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "no QMP connection to QEMU",
+            ));
+        };
+        let mut qmp = qmp.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        qmp.write_all(b"{\"execute\": \"system_powerdown\"}\n")
+    }
+
+    /// Cuts the power: SIGKILL to QEMU, so nothing in the guest gets to finish (disk writes the
+    /// guest completed are in the image file; what it had not written is lost). The boot then
+    /// ends with [`BootFailure::Killed`].
+    pub fn kill(&self) {
+        self.killed.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
+            // It may have exited already; then there is nothing to cut.
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+
+    /// Time since QEMU started (power-on).
+    pub fn since_power_on(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// [`boot_with`], with the [`Guest`] handed to the callback too.
+pub fn boot_controlled(
+    cfg: &BootConfig,
+    on_line: &mut dyn FnMut(&str, &Guest),
+) -> Result<BootOutcome, BootError> {
     for (what, path) in cfg.inputs() {
         if !path.is_file() {
             return Err(BootError::MissingInput {
@@ -556,16 +649,36 @@ pub fn boot_with(
         })
     });
 
-    let qmp_thread = connect_qmp(&qmp_path, &mut child.0, deadline)
-        .map(|stream| thread::spawn(move || watch_qmp(stream)));
+    let qmp = connect_qmp(&qmp_path, &mut child.0, deadline).and_then(|mut stream| {
+        // QMP takes commands only after capabilities negotiation; sent here, before the guest
+        // handle can send any.
+        stream
+            .write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
+            .ok()?;
+        let writer = stream.try_clone().ok()?;
+        Some((stream, writer))
+    });
+    let (qmp_thread, qmp_writer) = match qmp {
+        Some((stream, writer)) => (
+            Some(thread::spawn(move || watch_qmp(stream))),
+            Some(std::sync::Mutex::new(writer)),
+        ),
+        None => (None, None),
+    };
+    let guest = Guest {
+        qmp: qmp_writer,
+        pid: child.0.id(),
+        started: start,
+        killed: std::sync::atomic::AtomicBool::new(false),
+    };
 
     let echo = std::env::var_os(ECHO_ENV).is_some_and(|v| v != "0");
     let mut console = Console::new();
-    let emit = |line: &str, on_line: &mut dyn FnMut(&str)| {
+    let emit = |line: &str, on_line: &mut dyn FnMut(&str, &Guest)| {
         if echo {
             eprintln!("[{}] {line}", cfg.name);
         }
-        on_line(line);
+        on_line(line, &guest);
     };
     let mut timed_out = false;
     let mut stuck: Option<String> = None;
@@ -634,7 +747,9 @@ pub fn boot_with(
 
     let log_path = save_log(&cfg.name, &console);
     let report = NodeReport::parse(&console.text());
-    let failure = if !report.errors.is_empty() {
+    let failure = if guest.killed.load(std::sync::atomic::Ordering::SeqCst) {
+        Some(BootFailure::Killed)
+    } else if !report.errors.is_empty() {
         Some(BootFailure::NodeError(report.errors.clone()))
     } else if let Some(line) = stuck {
         Some(BootFailure::Stuck { line })
@@ -735,11 +850,6 @@ fn connect_qmp(path: &Path, child: &mut Child, deadline: Instant) -> Option<Unix
 /// Negotiates QMP and returns the reason of the guest's SHUTDOWN event (`guest-shutdown` for a
 /// power-off, `guest-reset` for a reboot or panic), once QEMU closes the socket.
 fn watch_qmp(stream: UnixStream) -> Option<String> {
-    let mut writer = stream.try_clone().ok()?;
-    // QMP sends events only after capabilities negotiation; a failed write means QEMU is gone.
-    writer
-        .write_all(b"{\"execute\": \"qmp_capabilities\"}\n")
-        .ok()?;
     let mut reason = None;
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { break };

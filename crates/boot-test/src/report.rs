@@ -6,6 +6,13 @@
 //! imager-node-init: volume <LABEL> on <device> (<iso9660|vfat|ext4>)
 //! imager-node-init: file <path under imagecache/> <size in bytes> <sha256 hex>
 //! imager-node-init: cache files=<N> bytes=<total>
+//! imager-node-init: format <device> ext4 bytes=<N> in <S> s      (a blank IMAGECACHE partition)
+//! imager-node-init: copy file <path> <size>                       (before copying each file)
+//! imager-node-init: copy copied=<N> copied_bytes=<B> skipped=<M> skipped_bytes=<C> seconds=<S>
+//! imager-node-init: net <interface> <address>/<prefix>             (with imager.serve)
+//! imager-node-init: serving <address:port> roots=<root>,<root>     (with imager.serve)
+//! imager-node-init: registryd <a line of the server's log>
+//! imager-node-init: power button                                   (serving ends)
 //! imager-node-init: done
 //! imager-node-init: error <what failed and why>
 //! ```
@@ -48,6 +55,17 @@ pub struct CacheSummary {
     pub bytes: u64,
 }
 
+/// The node's copy of the medium's cache into its disk volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopySummary {
+    /// Files copied, and their bytes.
+    pub copied: u64,
+    pub copied_bytes: u64,
+    /// Files skipped (already there with their size), and their bytes.
+    pub skipped: u64,
+    pub skipped_bytes: u64,
+}
+
 /// Everything the node reported during one boot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeReport {
@@ -61,6 +79,18 @@ pub struct NodeReport {
     pub files: Vec<ReportedFile>,
     /// The `cache files=N bytes=M` line.
     pub summary: Option<CacheSummary>,
+    /// The device a `format` line named (a blank `IMAGECACHE` partition was formatted).
+    pub formatted: Option<String>,
+    /// Every `copy file` line: the files the node started to copy, in order.
+    pub copying: Vec<(String, u64)>,
+    /// The `copy copied=...` line.
+    pub copy: Option<CopySummary>,
+    /// The address of the `serving` line.
+    pub serving: Option<String>,
+    /// Lines of registryd's log.
+    pub registryd: Vec<String>,
+    /// The `power button` line was seen.
+    pub power_button: bool,
     /// `imager-node-init: done` was seen.
     pub done: bool,
     /// The text of every `error` line.
@@ -112,6 +142,29 @@ impl NodeReport {
                 Some(s) => self.summary = Some(s),
                 None => return false,
             },
+            "format" => match rest.split_once(' ') {
+                Some((device, _)) => self.formatted = Some(device.to_string()),
+                None => return false,
+            },
+            "copy" => match rest.strip_prefix("file ") {
+                Some(file) => match file.rsplit_once(' ').map(|(p, n)| (p, n.parse::<u64>())) {
+                    Some((path, Ok(size))) if !path.is_empty() => {
+                        self.copying.push((path.to_string(), size));
+                    }
+                    _ => return false,
+                },
+                None => match parse_copy(rest) {
+                    Some(c) => self.copy = Some(c),
+                    None => return false,
+                },
+            },
+            "net" => {}
+            "serving" => match rest.split_whitespace().next() {
+                Some(addr) => self.serving = Some(addr.to_string()),
+                None => return false,
+            },
+            "registryd" => self.registryd.push(rest.to_string()),
+            "power" if rest == "button" => self.power_button = true,
             _ => return false,
         }
         true
@@ -148,6 +201,22 @@ impl NodeReport {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the node reported the cache file {0} more than once")]
 pub struct DuplicateFile(pub String);
+
+/// `copied=N copied_bytes=B skipped=M skipped_bytes=C seconds=S`
+fn parse_copy(rest: &str) -> Option<CopySummary> {
+    let mut fields = BTreeMap::new();
+    for kv in rest.split_whitespace() {
+        let (k, v) = kv.split_once('=')?;
+        fields.insert(k, v);
+    }
+    let num = |k: &str| fields.get(k)?.parse::<u64>().ok();
+    Some(CopySummary {
+        copied: num("copied")?,
+        copied_bytes: num("copied_bytes")?,
+        skipped: num("skipped")?,
+        skipped_bytes: num("skipped_bytes")?,
+    })
+}
 
 /// `<LABEL> on <device> (<fs type>)`
 fn parse_volume(rest: &str) -> Option<Volume> {
@@ -272,6 +341,42 @@ imager-node-init: done\r
         assert_eq!(report.cmdline, None);
         assert!(report.volumes.is_empty());
         assert_eq!(report.summary, None);
+    }
+
+    #[test]
+    fn parses_a_serving_boot() {
+        let report = NodeReport::parse(
+            "imager-node-init: start\n\
+             imager-node-init: volume TALOS_V1_9_0 on /dev/sr0 (iso9660)\n\
+             imager-node-init: format /dev/vda1 ext4 bytes=268435456 in 0.4 s\n\
+             imager-node-init: volume IMAGECACHE on /dev/vda1 (ext4)\n\
+             imager-node-init: copy file blob/sha256-aa bb 1048576\n\
+             imager-node-init: copy copied=1 copied_bytes=1048576 skipped=2 skipped_bytes=10 seconds=0.3\n\
+             imager-node-init: net eth0 10.0.2.15/24\n\
+             imager-node-init: serving 0.0.0.0:3172 roots=/system/imagecache/disk,/system/imagecache/iso/imagecache\n\
+             imager-node-init: registryd accepting: too many open files\n\
+             imager-node-init: power button\n\
+             imager-node-init: done\n",
+        );
+        assert!(report.unrecognized.is_empty(), "{:?}", report.unrecognized);
+        assert_eq!(report.volumes.len(), 2);
+        assert_eq!(report.formatted.as_deref(), Some("/dev/vda1"));
+        assert_eq!(report.copying, vec![("blob/sha256-aa bb".to_string(), 1 << 20)]);
+        assert_eq!(
+            report.copy,
+            Some(CopySummary {
+                copied: 1,
+                copied_bytes: 1 << 20,
+                skipped: 2,
+                skipped_bytes: 10
+            })
+        );
+        assert_eq!(report.serving.as_deref(), Some("0.0.0.0:3172"));
+        assert_eq!(report.registryd, vec!["accepting: too many open files"]);
+        assert!(report.power_button && report.done);
+        // A copy line short of a field is not a protocol line.
+        let bad = NodeReport::parse("imager-node-init: copy copied=1 skipped=2\n");
+        assert_eq!((bad.copy, bad.unrecognized.len()), (None, 1));
     }
 
     #[test]
