@@ -28,7 +28,7 @@ mod slot;
 pub mod tar_layer;
 pub mod verify;
 
-pub use check::{Structure, UnusableImage};
+pub use check::{ExpectedImage, Finding, ImageRole, Structure, UnusableImage};
 #[cfg(feature = "registry")]
 pub use create::{CreateError, CreateOptions, CreateProgress, Created, OutputLayout, create};
 pub use digest::{Digest, DigestError};

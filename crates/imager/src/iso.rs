@@ -61,6 +61,12 @@ pub struct IsoArgs {
     /// image cache turned on, the IMAGECACHE volume sized for it) to DIR/talos-image-cache.yaml.
     #[arg(long, value_name = "DIR", requires = "image_cache")]
     write_config: Option<PathBuf>,
+    /// Refuse the cache, writing nothing, when a node of --version would miss something in it:
+    /// the installer image of that version, an image of its Kubernetes bundle (at the release's
+    /// defaults), a tag that resolves to no manifest, or an image whose manifest for the
+    /// platform, or whose blobs, are not cached. Without it these are warnings.
+    #[arg(long, requires = "image_cache")]
+    strict: bool,
 }
 
 pub fn run(args: IsoArgs) -> Result<()> {
@@ -84,6 +90,7 @@ pub fn run(args: IsoArgs) -> Result<()> {
         unix_time: build_time()?,
         skip_unusable_images: args.skip_unusable_images,
         verify: args.verify,
+        strict: args.strict,
     };
 
     let job = IsoJob::prepare(&request).map_err(|err| {
@@ -98,6 +105,9 @@ pub fn run(args: IsoArgs) -> Result<()> {
             IsoError::OutputNotDir { .. }
             | IsoError::OutputDir { .. }
             | IsoError::NoRoom { .. } => "--output",
+            IsoError::CacheContent(CacheError::Incomplete { .. }) => {
+                "--strict (leave it out to write the medium with warnings instead)"
+            }
             IsoError::CacheContent(CacheError::Unusable { .. }) => {
                 "--image-cache (give --skip-unusable-images to leave out the images no node can pull)"
             }
@@ -115,6 +125,12 @@ pub fn run(args: IsoArgs) -> Result<()> {
     }
     for image in job.skipped_images() {
         eprintln!("imager: warning: left out of the medium (--skip-unusable-images): {image}");
+    }
+    for finding in job.cache_findings() {
+        eprintln!("imager: warning: {finding}");
+    }
+    for note in job.cache_notes() {
+        eprintln!("imager: note: {note}");
     }
     if request.label.is_none() && label::label_is_cut(&request.version) {
         eprintln!(

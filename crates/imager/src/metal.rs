@@ -62,6 +62,12 @@ pub struct MetalArgs {
     /// DIR/talos-image-cache.yaml.
     #[arg(long, value_name = "DIR", requires = "image_cache")]
     write_config: Option<PathBuf>,
+    /// Refuse the cache, writing nothing, when a node of --version would miss something in it:
+    /// the installer image of that version, an image of its Kubernetes bundle (at the release's
+    /// defaults), a tag that resolves to no manifest, or an image whose manifest for the
+    /// platform, or whose blobs, are not cached. Without it these are warnings.
+    #[arg(long, requires = "image_cache")]
+    strict: bool,
 }
 
 pub fn run(args: MetalArgs) -> Result<()> {
@@ -96,6 +102,7 @@ pub fn run(args: MetalArgs) -> Result<()> {
         disk_size,
         skip_unusable_images: args.skip_unusable_images,
         verify: args.verify,
+        strict: args.strict,
     };
     let job = MetalJob::prepare(&request).map_err(|err| {
         let context = match &err {
@@ -106,6 +113,9 @@ pub fn run(args: MetalArgs) -> Result<()> {
             }) => "--extra-kernel-arg",
             MetalError::OutputNotDir { .. } | MetalError::OutputDir { .. } => "--output",
             MetalError::DiskTooSmall { .. } => "--disk-size",
+            MetalError::CacheContent(CacheError::Incomplete { .. }) => {
+                "--strict (leave it out to write the image with warnings instead)"
+            }
             MetalError::CacheContent(CacheError::Unusable { .. }) => {
                 "--image-cache (give --skip-unusable-images to leave out the images no node can pull)"
             }
@@ -123,6 +133,12 @@ pub fn run(args: MetalArgs) -> Result<()> {
     }
     for image in job.skipped_images() {
         eprintln!("imager: warning: left out of the image (--skip-unusable-images): {image}");
+    }
+    for finding in job.cache_findings() {
+        eprintln!("imager: warning: {finding}");
+    }
+    for note in job.cache_notes() {
+        eprintln!("imager: note: {note}");
     }
     crate::talos_config::report(job.cache(), &request.version, args.write_config.as_deref())?;
     let bar = crate::iso::write_bar(job.data_bytes(), job.output());

@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use imager_cache::{Cache, InputForm, Location, Platform, ReadOptions, UnusableImage};
+use imager_cache::{Cache, Finding, InputForm, Location, Platform, ReadOptions, UnusableImage};
 use imager_esp::EspSpec;
 use imager_iso::{BiosBoot, IsoSpec, Progress};
 use imager_staging::StagedFile;
@@ -144,6 +144,9 @@ pub struct IsoRequest {
     /// up for a buffered one) and refuse one whose bytes are not its name. Files of a
     /// compressed layer are hashed whatever this says: their bytes pass through the process.
     pub verify: bool,
+    /// Refuse the cache when a node of [`Self::version`] would miss something in it (the
+    /// installer, a Kubernetes image, a blob: [`cache::select`]) instead of warning.
+    pub strict: bool,
 }
 
 /// A planned ISO: inputs checked, the ESP written to a temp file, the layout known. Dropping it
@@ -278,7 +281,11 @@ impl IsoJob {
             )?;
         let selection = match &cache {
             Some(cache) => {
-                let selection = cache::select(cache, req.skip_unusable_images)?;
+                let selection = cache::select(
+                    cache,
+                    req.skip_unusable_images,
+                    &media_check(req, cache.input())?,
+                )?;
                 add_cache(&mut spec, cache, &selection, req.verify)?;
                 selection
             }
@@ -314,6 +321,17 @@ impl IsoJob {
     /// [`IsoRequest::skip_unusable_images`]).
     pub fn skipped_images(&self) -> &[UnusableImage] {
         &self.selection.skipped
+    }
+
+    /// What a node of the medium would miss in its cache ([`cache::select`]; empty when the
+    /// request was strict, which refuses such a cache).
+    pub fn cache_findings(&self) -> &[Finding] {
+        &self.selection.findings
+    }
+
+    /// What of the cache was not checked against the version, and why.
+    pub fn cache_notes(&self) -> &[String] {
+        &self.selection.notes
     }
 
     /// The cache's files left out of the medium because the format has no place for them.
@@ -468,6 +486,20 @@ impl imager_iso::Stream for CacheStream<'_> {
             })
             .map_err(std::io::Error::other)
     }
+}
+
+/// What the cache is checked against for `req`'s medium ([`cache::select`]).
+fn media_check(req: &IsoRequest, input: &Path) -> Result<cache::MediaCheck, IsoError> {
+    Ok(cache::MediaCheck {
+        version: req.version.clone(),
+        platform: Platform::parse(&format!("linux/{}", req.arch.name())).map_err(|err| {
+            IsoError::Cache {
+                path: input.to_owned(),
+                reason: err.to_string(),
+            }
+        })?,
+        strict: req.strict,
+    })
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use imager_cache::check::UnusableImage;
+use imager_cache::check::{Finding, UnusableImage};
 use imager_cache::{Cache, Entry, InputForm, Location, Platform, ReadOptions};
 use imager_disk::{DiskPlan, DiskSize, GrubBios, metal};
 use imager_esp::EspSpec;
@@ -156,6 +156,9 @@ pub struct MetalRequest {
     pub skip_unusable_images: bool,
     /// Hash every file named by a digest as it is copied; refuse one whose bytes are not its name.
     pub verify: bool,
+    /// Refuse the cache when a node of [`Self::version`] would miss something in it (the
+    /// installer, a Kubernetes image, a blob: [`cache::select`]) instead of warning.
+    pub strict: bool,
 }
 
 /// The cache as it goes onto the disk: the entries selected, in the order given to the ext4
@@ -218,7 +221,11 @@ impl MetalJob {
 
         let cache = match cache {
             Some(cache) => {
-                let selection = cache::select(&cache, req.skip_unusable_images)?;
+                let selection = cache::select(
+                    &cache,
+                    req.skip_unusable_images,
+                    &media_check(req, cache.input())?,
+                )?;
                 let order: Vec<usize> = (0..cache.entries().len())
                     .filter(|&i| selection.includes(&cache.entries()[i]))
                     .collect();
@@ -346,6 +353,17 @@ impl MetalJob {
     /// Images left out because no node could pull them ([`MetalRequest::skip_unusable_images`]).
     pub fn skipped_images(&self) -> &[UnusableImage] {
         self.cache.as_ref().map_or(&[], |c| &c.selection.skipped)
+    }
+
+    /// What a node of the image would miss in its cache ([`cache::select`]; empty when the
+    /// request was strict, which refuses such a cache).
+    pub fn cache_findings(&self) -> &[Finding] {
+        self.cache.as_ref().map_or(&[], |c| &c.selection.findings)
+    }
+
+    /// What of the cache was not checked against the version, and why.
+    pub fn cache_notes(&self) -> &[String] {
+        self.cache.as_ref().map_or(&[], |c| &c.selection.notes)
     }
 
     /// Files left out because the format has no place for them.
@@ -613,4 +631,18 @@ impl Read for FromStart<'_> {
         self.at += n as u64;
         Ok(n)
     }
+}
+
+/// What the cache is checked against for `req`'s medium ([`cache::select`]).
+fn media_check(req: &MetalRequest, input: &Path) -> Result<cache::MediaCheck, MetalError> {
+    Ok(cache::MediaCheck {
+        version: req.version.clone(),
+        platform: Platform::parse(&format!("linux/{}", req.arch.name())).map_err(|err| {
+            MetalError::Cache {
+                path: input.to_owned(),
+                reason: err.to_string(),
+            }
+        })?,
+        strict: req.strict,
+    })
 }

@@ -316,6 +316,33 @@ pub fn installer_until() -> Version {
     Version::release(1, 14, 0).with_pre(&["alpha", "0"])
 }
 
+/// `images.DefaultInstallerImageSchematic`: the image factory's schematic of a plain installer
+/// (no extensions, no kernel arguments).
+pub const DEFAULT_INSTALLER_SCHEMATIC: &str =
+    "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
+
+/// `gendata.ImageFactory`: the image factory's registry.
+pub const IMAGE_FACTORY: &str = "factory.talos.dev";
+
+/// The installer image a node of Talos `talos` installs from when its machine config names none
+/// (`machine.install.image` empty), for the `metal` platform (ISO and disk image alike), by
+/// upstream's rule at that release: `ghcr.io/siderolabs/installer:<version>`
+/// (`images.DefaultInstallerImage`) before v1.14.0-alpha.0, from then on the image factory's
+/// `factory.talos.dev/metal-installer/<default schematic>:<version>` (`images.InstallerImage("metal")`).
+/// Either is what an air-gapped install pulls, so the cache must hold it.
+pub fn default_installer(talos: &Version) -> Result<String, ImagesError> {
+    let tag = format!("v{talos}");
+    if talos.at_least(&installer_until()) {
+        reference(
+            "--version",
+            &format!("{IMAGE_FACTORY}/metal-installer/{DEFAULT_INSTALLER_SCHEMATIC}"),
+            &tag,
+        )
+    } else {
+        reference("--version", &format!("{SIDEROLABS}/installer"), &tag)
+    }
+}
+
 /// The images a Talos release is built and installed from, `talosctl image talos-bundle
 /// VERSION` without the extensions and overlays (which upstream looks up in a registry):
 /// installer (before 1.14), installer-base, imager, talos, talosctl-all, and the overlays and
@@ -450,6 +477,29 @@ mod tests {
             "--kube-network-policies-version: Talos v1.12.0 does not run kube-network-policies \
              (Talos 1.13 and later do)"
         );
+    }
+
+    #[test]
+    fn the_default_installer_moved_to_the_factory_in_1_14() {
+        let v = |s: &str| Version::parse(s).unwrap();
+        assert_eq!(
+            default_installer(&v("v1.9.0")).unwrap(),
+            "ghcr.io/siderolabs/installer:v1.9.0"
+        );
+        assert_eq!(
+            default_installer(&v("v1.13.9")).unwrap(),
+            "ghcr.io/siderolabs/installer:v1.13.9"
+        );
+        assert_eq!(
+            default_installer(&v("v1.14.0-alpha.0")).unwrap(),
+            "factory.talos.dev/metal-installer/\
+             376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba:v1.14.0-alpha.0"
+        );
+        // Build metadata is not a tag character: no reference can name that installer.
+        assert!(matches!(
+            default_installer(&v("v1.9.0+dirty")),
+            Err(ImagesError::Reference { .. })
+        ));
     }
 
     #[test]
