@@ -38,4 +38,6 @@ pub use qemu::{
     Attach, BootConfig, BootError, BootFailure, BootOutcome, ECHO_ENV, FailedBoot, Firmware, Guest,
     LOG_DIR_ENV, Media, OVMF_CODE, OVMF_VARS, boot, boot_controlled, boot_with,
 };
-pub use report::{CacheSummary, CopySummary, DuplicateFile, MARKER, NodeReport, ReportedFile, Volume};
+pub use report::{
+    CacheSummary, CopySummary, DuplicateFile, MARKER, NodeReport, ReportedFile, Volume,
+};

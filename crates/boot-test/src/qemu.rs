@@ -555,7 +555,9 @@ impl Guest {
                 "no QMP connection to QEMU",
             ));
         };
-        let mut qmp = qmp.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut qmp = qmp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         qmp.write_all(b"{\"execute\": \"system_powerdown\"}\n")
     }
 

@@ -361,7 +361,10 @@ imager-node-init: done\r
         assert!(report.unrecognized.is_empty(), "{:?}", report.unrecognized);
         assert_eq!(report.volumes.len(), 2);
         assert_eq!(report.formatted.as_deref(), Some("/dev/vda1"));
-        assert_eq!(report.copying, vec![("blob/sha256-aa bb".to_string(), 1 << 20)]);
+        assert_eq!(
+            report.copying,
+            vec![("blob/sha256-aa bb".to_string(), 1 << 20)]
+        );
         assert_eq!(
             report.copy,
             Some(CopySummary {

@@ -38,7 +38,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 /// The blank disk: room for the larger cache (about 100 MiB) and then some.
 const DISK_BYTES: u64 = 512 << 20;
 /// The large blob of the power-cut test: long enough to copy that a cut lands inside it.
-const LARGE_BLOB: usize = 96 << 20;
+const LARGE_BLOB: usize = 48 << 20;
 /// registryd's port on the node.
 const GUEST_PORT: u16 = 3172;
 
@@ -321,7 +321,7 @@ fn pull_everything(w: &World, images: &[Served], port: u16) {
                 "--all-platforms",
                 &reference,
             ],
-            Duration::from_secs(180),
+            Duration::from_secs(300),
         );
     }
     let listed = containerd.ctr_ok(&["image", "ls"], Duration::from_secs(20));

@@ -18,7 +18,6 @@ use anyhow::{Context, Result, bail};
 use rustix::fs::{FallocateFlags, Mode, OFlags};
 use rustix::mount::MountFlags;
 
-
 /// The volume label the formatted file system gets (what `imager metal` and upstream use).
 pub const LABEL: &str = "IMAGECACHE";
 
@@ -128,8 +127,8 @@ pub fn copy_tree(
         for (_, entry) in entries {
             let rel_path = rel.join(entry.file_name());
             let src = entry.path();
-            let meta = fs::symlink_metadata(&src)
-                .with_context(|| format!("stat {}", src.display()))?;
+            let meta =
+                fs::symlink_metadata(&src).with_context(|| format!("stat {}", src.display()))?;
             let dst = to.join(&rel_path);
             if meta.is_dir() {
                 fs::DirBuilder::new()
@@ -210,7 +209,10 @@ mod tests {
         .unwrap();
         assert_eq!((t.copied, t.copied_bytes, t.skipped), (3, 5004, 0));
         assert_eq!(seen[0], ("blob/sha256-aa".to_owned(), 5000));
-        assert_eq!(fs::read(to.path().join("blob/sha256-aa")).unwrap(), [1u8; 5000]);
+        assert_eq!(
+            fs::read(to.path().join("blob/sha256-aa")).unwrap(),
+            [1u8; 5000]
+        );
 
         // Again: everything is there with its size.
         let t = copy_tree(from.path(), to.path(), &mut |_| {}).unwrap();
@@ -222,7 +224,10 @@ mod tests {
         fs::write(to.path().join("blob/sha256-aa.tmp"), [9u8; 3]).unwrap();
         let t = copy_tree(from.path(), to.path(), &mut |_| {}).unwrap();
         assert_eq!((t.copied, t.copied_bytes, t.skipped), (1, 5000, 2));
-        assert_eq!(fs::read(to.path().join("blob/sha256-aa")).unwrap(), [1u8; 5000]);
+        assert_eq!(
+            fs::read(to.path().join("blob/sha256-aa")).unwrap(),
+            [1u8; 5000]
+        );
         assert!(!to.path().join("blob/sha256-aa.tmp").exists());
     }
 

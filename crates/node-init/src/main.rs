@@ -88,7 +88,10 @@ fn run() -> Result<()> {
         let device = scan::dev_path(&part.device);
         if !part.is_ext4() {
             if medium.is_none() {
-                bail!("{device}: the {} partition holds no ext4 and there is no medium to fill it from", probe::IMAGECACHE_PARTITION);
+                bail!(
+                    "{device}: the {} partition holds no ext4 and there is no medium to fill it from",
+                    probe::IMAGECACHE_PARTITION
+                );
             }
             let size = disk::size_of(&part.device)?;
             let started = Instant::now();

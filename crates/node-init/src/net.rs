@@ -45,7 +45,11 @@ pub fn configure(interface: &str, address: Ipv4Addr, prefix_len: u8) -> Result<(
     set_up(&sock, "lo").context("bring lo up")?;
     set_addr(&sock, interface, libc::SIOCSIFADDR, address)
         .with_context(|| format!("set {interface}'s address to {address}"))?;
-    let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0));
+    let mask = Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(32 - u32::from(prefix_len))
+            .unwrap_or(0),
+    );
     set_addr(&sock, interface, libc::SIOCSIFNETMASK, mask)
         .with_context(|| format!("set {interface}'s netmask to {mask}"))?;
     set_up(&sock, interface).with_context(|| format!("bring {interface} up"))?;

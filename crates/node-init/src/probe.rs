@@ -434,7 +434,12 @@ mod tests {
             },
         };
         let iso = c("sr0", FsType::Iso9660, "TALOS_V1_9_0", None);
-        let metal = c("vda6", FsType::Ext4, "IMAGECACHE", Some(IMAGECACHE_PARTITION));
+        let metal = c(
+            "vda6",
+            FsType::Ext4,
+            "IMAGECACHE",
+            Some(IMAGECACHE_PARTITION),
+        );
 
         // A blank partition (nothing recognized on it) and the medium: both, complete at once.
         let v = Volumes::select(std::slice::from_ref(&iso), &["vdb1".into()]);
@@ -455,7 +460,10 @@ mod tests {
         assert!(v.complete(true));
 
         // The first IMAGECACHE partition by name; an ext4 IMAGECACHE is never the medium.
-        let v = Volumes::select(&[metal.clone(), iso.clone()], &["vdb1".into(), "vda6".into()]);
+        let v = Volumes::select(
+            &[metal.clone(), iso.clone()],
+            &["vdb1".into(), "vda6".into()],
+        );
         assert_eq!(v.disk.unwrap().device, "vda6");
         assert_eq!(v.medium.unwrap().device, "sr0");
     }

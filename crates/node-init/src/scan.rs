@@ -28,7 +28,11 @@ pub struct Pass {
 /// disk partition, or either usable one once `settle` has passed since it appeared (USB storage
 /// under QEMU's emulation can take seconds to enumerate after its driver loads, after the virtio
 /// disks). Fails after `timeout` with nothing usable, naming everything seen.
-pub fn wait_for_volumes(timeout: Duration, settle: Duration, interval: Duration) -> Result<Volumes> {
+pub fn wait_for_volumes(
+    timeout: Duration,
+    settle: Duration,
+    interval: Duration,
+) -> Result<Volumes> {
     let start = Instant::now();
     let mut usable_since: Option<Instant> = None;
     loop {

@@ -22,6 +22,8 @@ pub fn until_power_button(roots: Vec<PathBuf>, ready: impl FnOnce(SocketAddr)) -
     let mut config = Config::new(roots);
     config.address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, PORT));
     config.log = Log::new(|line| say!("registryd {line}"));
+    // Every request on the console: what a test that fails wants to see.
+    config.access_log = true;
     // A test VM has one vCPU and little memory.
     config.io_threads = 2;
     let runtime = tokio::runtime::Builder::new_current_thread()
