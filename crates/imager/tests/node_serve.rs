@@ -373,48 +373,18 @@ enum Leftovers {
 
 /// e2fsck finds the disk's ext4 clean, and debugfs reads back exactly the cache's files.
 fn check_disk(disk: &Path, cache: &Path, scratch: &Path, leftovers: Leftovers) {
-    common::require_tool("e2fsck", "e2fsprogs");
-    common::require_tool("debugfs", "e2fsprogs");
     let ext4 = format!("{}?offset={}", disk.display(), partition_offset(disk));
-    let (ok, text) = common::run_tool("e2fsck", &[OsStr::new("-fn"), OsStr::new(&ext4)]);
-    assert!(ok, "e2fsck -fn on the node's IMAGECACHE: {text}");
     let dump = scratch.join("dump");
-    let _ = std::fs::remove_dir_all(&dump);
-    std::fs::create_dir_all(&dump).unwrap();
-    let (ok, text) = common::run_tool(
-        "debugfs",
-        &[
-            OsStr::new("-R"),
-            OsStr::new(&format!("rdump / {}", dump.display())),
-            OsStr::new(&ext4),
-        ],
-    );
-    assert!(ok, "debugfs: {text}");
-    let on_disk: Vec<_> = digests(&dump, &["lost+found"])
+    common::e2fsck_and_rdump(&ext4, &dump);
+    let on_disk: Vec<_> = common::tree_digests(&dump, &["lost+found"])
         .into_iter()
         .filter(|(p, _)| leftovers == Leftovers::None || !p.ends_with(".tmp"))
         .collect();
-    let want = digests(cache, &[]);
     assert_eq!(
-        on_disk, want,
+        on_disk,
+        common::tree_digests(cache, &[]),
         "the node's disk holds something other than the cache"
     );
-}
-
-/// Every regular file under `root` with its sha256, by relative path; top-level `skip` left out.
-fn digests(root: &Path, skip: &[&str]) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = common::files_under(root)
-        .into_iter()
-        .map(|p| {
-            (
-                p.strip_prefix(root).unwrap().to_string_lossy().into_owned(),
-                common::sha256_file(&p),
-            )
-        })
-        .filter(|(rel, _)| !skip.iter().any(|s| rel.starts_with(&format!("{s}/"))))
-        .collect();
-    out.sort();
-    out
 }
 
 fn file_count(cache: &Path) -> u64 {

@@ -200,6 +200,41 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Every regular file under `root` with its sha256, by relative path, sorted; files under the
+/// top-level directories `skip` left out.
+pub fn tree_digests(root: &Path, skip: &[&str]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = files_under(root)
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(root).unwrap().to_str().unwrap().to_owned();
+            (rel, sha256_file(&p))
+        })
+        .filter(|(rel, _)| !skip.iter().any(|s| rel.starts_with(&format!("{s}/"))))
+        .collect();
+    out.sort();
+    out
+}
+
+/// `e2fsck -fn` finds the ext4 at `ext4` (a path, or `image?offset=N` for a partition) clean,
+/// then `debugfs` copies its whole tree out into `dump` (emptied first).
+pub fn e2fsck_and_rdump(ext4: &str, dump: &Path) {
+    require_tool("e2fsck", "e2fsprogs");
+    require_tool("debugfs", "e2fsprogs");
+    let (ok, text) = run_tool("e2fsck", &[OsStr::new("-fn"), OsStr::new(ext4)]);
+    assert!(ok, "e2fsck -fn {ext4}: {text}");
+    let _ = std::fs::remove_dir_all(dump);
+    std::fs::create_dir_all(dump).unwrap();
+    let (ok, text) = run_tool(
+        "debugfs",
+        &[
+            OsStr::new("-R"),
+            OsStr::new(&format!("rdump / {}", dump.display())),
+            OsStr::new(ext4),
+        ],
+    );
+    assert!(ok, "debugfs rdump {ext4}: {text}");
+}
+
 /// The kernel command-line words a boot loader adds itself (`BOOT_IMAGE=` from ISOLINUX,
 /// `initrd=` from both): dropped to compare what the medium asked for.
 pub fn without_loader_words(cmdline: &str) -> Vec<String> {
