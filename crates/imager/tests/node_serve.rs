@@ -392,6 +392,7 @@ fn file_count(cache: &Path) -> u64 {
 }
 
 #[test]
+#[ignore = "needs boot assets and QEMU: run `cargo xtask test`"]
 fn iso_and_blank_disk_copy_serve_and_pull_then_skip_on_the_next_boot() {
     let w = world();
     let scratch = w.dir.join("scenario-1");
@@ -449,6 +450,7 @@ fn iso_and_blank_disk_copy_serve_and_pull_then_skip_on_the_next_boot() {
 }
 
 #[test]
+#[ignore = "needs boot assets and QEMU: run `cargo xtask test`"]
 fn a_power_cut_while_copying_is_finished_by_the_next_boot() {
     let w = world();
     let scratch = w.dir.join("scenario-3");
@@ -521,6 +523,7 @@ fn a_power_cut_while_copying_is_finished_by_the_next_boot() {
 }
 
 #[test]
+#[ignore = "needs boot assets and QEMU: run `cargo xtask test`"]
 fn the_metal_image_alone_serves_from_its_imagecache_partition() {
     let w = world();
     let served = boot_serving(

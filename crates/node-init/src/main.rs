@@ -101,7 +101,11 @@ fn run() -> Result<()> {
                 started.elapsed().as_secs_f64()
             );
         }
-        say!("volume {} on {device} (ext4)", disk::LABEL);
+        let label = part
+            .volume
+            .as_ref()
+            .map_or(disk::LABEL, |v| v.label.as_str());
+        say!("volume {label} on {device} (ext4)");
         disk::mount_rw(&device, DISK_MOUNT)?;
         if let Some(medium) = &medium {
             let started = Instant::now();
