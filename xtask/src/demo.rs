@@ -210,6 +210,7 @@ fn firmware_name(f: Firmware) -> &'static str {
     match f {
         Firmware::SeaBios => "BIOS (SeaBIOS)",
         Firmware::Ovmf => "UEFI (OVMF)",
+        Firmware::Aavmf => "UEFI on arm64 (AAVMF)",
     }
 }
 
