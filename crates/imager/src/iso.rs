@@ -54,7 +54,8 @@ pub struct IsoArgs {
     /// Directory metal-<arch>.iso is written into (created if missing).
     #[arg(long, value_name = "DIR", default_value = "_out")]
     output: PathBuf,
-    /// Target architecture.
+    /// Target architecture: amd64 (BIOS + UEFI) or arm64 (UEFI only; the kernel, initramfs
+    /// and systemd-boot come from the assets' arm64/ directory).
     #[arg(long, default_value = "amd64")]
     arch: String,
     /// Also write the machine-config patch that makes a node of --version use the cache (the

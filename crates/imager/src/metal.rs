@@ -47,7 +47,8 @@ pub struct MetalArgs {
     /// Directory metal-<arch>.raw.zst (or .raw) is written into (created if missing).
     #[arg(long, value_name = "DIR", default_value = "_out")]
     output: PathBuf,
-    /// Target architecture.
+    /// Target architecture: amd64 (GRUB for BIOS + systemd-boot for UEFI) or arm64 (systemd-boot
+    /// only, upstream's sd-boot layout: EFI, META, IMAGECACHE).
     #[arg(long, default_value = "amd64")]
     arch: String,
     /// Output format, upstream's names: `.zst` (zstd, multi-threaded; upstream's metal default)
