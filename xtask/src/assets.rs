@@ -776,7 +776,9 @@ fn check_replaceable(out: &Path) -> Result<()> {
                 .with_context(|| format!("cannot read the directory --out {}", out.display()));
         }
     };
-    let known = [VMLINUZ, INITRAMFS, SOURCES, "isolinux", "efi", "grub", ARM64];
+    let known = [
+        VMLINUZ, INITRAMFS, SOURCES, "isolinux", "efi", "grub", ARM64,
+    ];
     for entry in entries {
         let entry =
             entry.with_context(|| format!("cannot read the directory --out {}", out.display()))?;

@@ -135,10 +135,7 @@ pub fn build_node_init(workspace_root: &Path, arch: NodeArch) -> Result<PathBuf>
         "building the static node-init for {target} failed ({status}); see cargo's output \
          above (for arm64, `rustup target add {target}`: scripts/setup.sh does)"
     );
-    let exe = target_dir
-        .join(target)
-        .join("node-init")
-        .join("node-init");
+    let exe = target_dir.join(target).join("node-init").join("node-init");
     ensure!(
         exe.is_file(),
         "cargo reported success but {} does not exist",

@@ -56,7 +56,8 @@ pub struct MetalArgs {
     #[arg(long, value_name = "raw|.zst", default_value = ".zst")]
     out_format: String,
     /// Disk size without the IMAGECACHE partition, which adds its own (upstream's imageOptions
-    /// diskSize): bytes, or with a K/M/G/T suffix (powers of 1024) [default: 4247M, upstream's].
+    /// diskSize): bytes, or with a K/M/G/T suffix (powers of 1024) [default: 4247M, upstream's;
+    /// 2246M for arm64].
     #[arg(long, value_name = "SIZE")]
     disk_size: Option<String>,
     /// Also write the machine-config patch that makes a node of --version use the cache to

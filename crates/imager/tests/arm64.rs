@@ -328,7 +328,11 @@ fn boot_and_check(image: &Path, attach: Attach) {
 
     let cmdline = report.cmdline.as_deref().unwrap_or_default();
     let words = common::without_loader_words(cmdline);
-    assert_eq!(words, want_cmdline(built), "booted command line {cmdline:?}");
+    assert_eq!(
+        words,
+        want_cmdline(built),
+        "booted command line {cmdline:?}"
+    );
 
     assert_eq!(report.volumes.len(), 1, "{:?}", report.volumes);
     let volume = &report.volumes[0];

@@ -393,7 +393,10 @@ impl MetalJob {
         };
         self.plan.write_frame(out, self.grub.as_ref())?;
         let mut done = 0u64;
-        let fats = [(metal::EFI, Some(&self.efi)), (metal::BOOT, self.boot.as_ref())];
+        let fats = [
+            (metal::EFI, Some(&self.efi)),
+            (metal::BOOT, self.boot.as_ref()),
+        ];
         for (name, (staged, len)) in fats.iter().filter_map(|(n, f)| Some((*n, (*f)?))) {
             let at = self.plan.partition(name).map_or(0, |p| p.offset());
             imager_copy::copy_range(staged.file(), 0, out, at, *len).map_err(write_err)?;
