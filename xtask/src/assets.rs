@@ -187,8 +187,9 @@ pub fn prepare(out: &Path) -> Result<PathBuf> {
     if is_complete(out, &sources)? {
         let rebuilt = refresh_initramfs(out, &plan, &cache)?;
         eprintln!(
-            "assets: up to date, kernel {}{} ({:.1} s)",
+            "assets: up to date, kernels {} and {}{} ({:.1} s)",
             plan.kver,
+            plan.arm64_kver,
             if rebuilt { ", initramfs rebuilt" } else { "" },
             started.elapsed().as_secs_f64()
         );
@@ -198,9 +199,11 @@ pub fn prepare(out: &Path) -> Result<PathBuf> {
     build(out, &plan, &cache, &sources)?;
     cache.prune(&plan);
     eprintln!(
-        "assets: built, kernel {} from {} ({:.1} s)",
+        "assets: built, kernels {} from {} and {} from {} ({:.1} s)",
         plan.kver,
         plan.kernel.label(),
+        plan.arm64_kver,
+        plan.arm64_kernel.label(),
         started.elapsed().as_secs_f64()
     );
     Ok(out.to_path_buf())
