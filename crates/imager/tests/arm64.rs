@@ -5,6 +5,7 @@
 //! command line), e2fsck (the metal image's cache). Then booted under AAVMF in
 //! `qemu-system-aarch64 -M virt` (TCG): the ISO as a CD (virtio-scsi) and as a USB stick (xHCI),
 //! the metal image as a virtio disk; the node must report every cache file as the host computes it.
+//! And an oci-wrapped cache is read for `linux/arm64` (or its only image).
 
 // Test code: a panic with its message is how a failure is reported, helpers included.
 #![allow(clippy::unwrap_used)]
@@ -299,6 +300,63 @@ fn the_metal_image_is_efi_meta_imagecache_and_every_file_system_is_clean() {
     let ext4 = format!("{}?offset={}", built.disk.display(), parts[2].2 * 512);
     let (ok, text) = common::run_tool("e2fsck", &[OsStr::new("-fn"), OsStr::new(&ext4)]);
     assert!(ok, "e2fsck -fn: {text}");
+}
+
+/// An oci-wrapped cache (upstream's `--layout oci`) with one image per platform in `platforms`,
+/// each holding the demo cache, written under `dir`.
+fn wrapped(dir: &Path, platforms: &[&str]) -> PathBuf {
+    let out = dir.join(platforms.join("+").replace('/', "-"));
+    let platforms: Vec<_> = platforms
+        .iter()
+        .map(|p| Some(imager_cache::Platform::parse(p).unwrap()))
+        .collect();
+    imager_cache::oci_out::write_wrapped_layout(
+        &common::demo_cache(),
+        &out,
+        &platforms,
+        0,
+        &mut |_| {},
+    )
+    .unwrap();
+    out
+}
+
+#[test]
+fn an_oci_wrapped_cache_is_read_for_linux_arm64_or_its_only_image() {
+    let assets = common::real_assets();
+    let tmp = common::scratch();
+    let iso = |cache: &Path, out: &str| {
+        common::imager([
+            "iso".as_ref(),
+            "--arch".as_ref(),
+            "arm64".as_ref(),
+            "--assets".as_ref(),
+            assets.as_os_str(),
+            "--image-cache".as_ref(),
+            cache.as_os_str(),
+            "--output".as_ref(),
+            tmp.path().join(out).as_os_str(),
+        ])
+    };
+    // The arm64 image of a multi-platform cache, and the one image of a single-platform one.
+    for platforms in [&["linux/amd64", "linux/arm64"][..], &["linux/amd64"][..]] {
+        let out = iso(&wrapped(tmp.path(), platforms), "out");
+        common::assert_success(&out, &format!("imager iso --arch arm64 ({platforms:?})"));
+    }
+    // Several images and none for arm64: refused, naming what there is (an amd64 medium would
+    // take the amd64 one, so the lookup was arm64's).
+    let out = iso(
+        &wrapped(tmp.path(), &["linux/amd64", "linux/riscv64"]),
+        "refused",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no cache image for linux/arm64")
+            && stderr.contains("linux/amd64, linux/riscv64"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("refused/metal-arm64.iso").exists());
 }
 
 // ---- Boots under AAVMF -------------------------------------------------------------------------
