@@ -563,7 +563,7 @@ pub fn boot_with(
         .prefix("imager-boot-")
         .tempdir()
         .map_err(prepare("create a temporary directory"))?;
-    let vars = scratch.path().join("VARS.fd");
+    let vars = scratch.path().join("OVMF_VARS.fd");
     if cfg.firmware.is_uefi() {
         std::fs::copy(&cfg.ovmf_vars, &vars).map_err(prepare(&format!(
             "copy {} to {}",
