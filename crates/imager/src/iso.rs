@@ -117,6 +117,7 @@ pub fn run(args: IsoArgs) -> Result<()> {
     for image in job.skipped_images() {
         eprintln!("imager: warning: left out of the medium (--skip-unusable-images): {image}");
     }
+    warn_missing_platform(job.cache(), arch);
     if request.label.is_none() && label::label_is_cut(&request.version) {
         eprintln!(
             "imager: note: the label derived from --version {} is cut to {} characters, as \
@@ -138,6 +139,42 @@ pub fn run(args: IsoArgs) -> Result<()> {
     // One line, terminal or not: what a CI log needs.
     println!("{} ({} bytes, label {label})", output.display(), size);
     Ok(())
+}
+
+/// Warns about each cached image that has images for other platforms but none for `arch`'s:
+/// a node of that architecture cannot pull it from the medium (upstream's arm64 users hit exactly
+/// this, as "no OCI image found for arm64", at build time). The medium still carries it (the
+/// same cache may feed both architectures), so this is a warning, not an error. Best effort:
+/// a cache that cannot be listed has already been checked and is `verify`'s to explain.
+pub(crate) fn warn_missing_platform(cache: Option<&imager_cache::Cache>, arch: Arch) {
+    let Some(cache) = cache else {
+        return;
+    };
+    let Ok(wanted) = imager_cache::Platform::parse(&format!("linux/{}", arch.name())) else {
+        return;
+    };
+    let Ok(images) = imager_cache::list(cache) else {
+        return;
+    };
+    for image in images {
+        // No platform known (an unreadable manifest or config): nothing to say here.
+        if image.platforms.is_empty() {
+            continue;
+        }
+        let cached = image
+            .platforms
+            .iter()
+            .any(|p| imager_cache::Platform::parse(p).is_ok_and(|p| p.matches(&wanted)));
+        if !cached {
+            eprintln!(
+                "imager: warning: {}: no {wanted} image is cached (only {}), so {} nodes cannot \
+                 pull it from this medium",
+                image.reference,
+                image.platforms.join(", "),
+                arch.name()
+            );
+        }
+    }
 }
 
 /// The boot assets of a medium: `--assets`, else `$IMAGER_ASSETS`, else the defaults, with

@@ -359,6 +359,39 @@ fn an_oci_wrapped_cache_is_read_for_linux_arm64_or_its_only_image() {
     assert!(!tmp.path().join("refused/metal-arm64.iso").exists());
 }
 
+#[test]
+fn images_with_no_arm64_build_are_named_and_still_carried() {
+    let assets = common::real_assets();
+    let tmp = common::scratch();
+    let build = |arch: &str| {
+        let out = common::imager([
+            "iso".as_ref(),
+            "--arch".as_ref(),
+            arch.as_ref(),
+            "--assets".as_ref(),
+            assets.as_os_str(),
+            "--image-cache".as_ref(),
+            common::demo_cache().as_os_str(),
+            "--output".as_ref(),
+            tmp.path().as_os_str(),
+        ]);
+        common::assert_success(&out, &format!("imager iso --arch {arch}"));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // The demo cache holds amd64 images only (busybox's index lists an arm64 one, not cached).
+    let stderr = build("arm64");
+    for image in [
+        "docker.io/library/busybox:latest",
+        "ghcr.io/canonical/k8s-snap/sig-storage/csi-node-driver-registrar:v2.13.0",
+    ] {
+        let warning = format!(
+            "warning: {image}: no linux/arm64 image is cached (only linux/amd64), so arm64 nodes"
+        );
+        assert!(stderr.contains(&warning), "{warning:?} not in:\n{stderr}");
+    }
+    assert!(!build("amd64").contains("image is cached (only"));
+}
+
 // ---- Boots under AAVMF -------------------------------------------------------------------------
 
 fn boot_and_check(image: &Path, attach: Attach) {
