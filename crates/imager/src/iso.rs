@@ -117,7 +117,7 @@ pub fn run(args: IsoArgs) -> Result<()> {
     for image in job.skipped_images() {
         eprintln!("imager: warning: left out of the medium (--skip-unusable-images): {image}");
     }
-    warn_missing_platform(job.cache(), arch);
+    warn_missing_platform(job.cache(), job.skipped_images(), arch);
     if request.label.is_none() && label::label_is_cut(&request.version) {
         eprintln!(
             "imager: note: the label derived from --version {} is cut to {} characters, as \
@@ -146,7 +146,12 @@ pub fn run(args: IsoArgs) -> Result<()> {
 /// this, as "no OCI image found for arm64", at build time). The medium still carries it (the
 /// same cache may feed both architectures), so this is a warning, not an error. Best effort:
 /// a cache that cannot be listed has already been checked and is `verify`'s to explain.
-pub(crate) fn warn_missing_platform(cache: Option<&imager_cache::Cache>, arch: Arch) {
+/// Images in `skipped` are not on the medium and were named already.
+pub(crate) fn warn_missing_platform(
+    cache: Option<&imager_cache::Cache>,
+    skipped: &[imager_cache::UnusableImage],
+    arch: Arch,
+) {
     let Some(cache) = cache else {
         return;
     };
@@ -158,7 +163,8 @@ pub(crate) fn warn_missing_platform(cache: Option<&imager_cache::Cache>, arch: A
     };
     for image in images {
         // No platform known (an unreadable manifest or config): nothing to say here.
-        if image.platforms.is_empty() {
+        if image.platforms.is_empty() || skipped.iter().any(|s| s.names.contains(&image.reference))
+        {
             continue;
         }
         let cached = image

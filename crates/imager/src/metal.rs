@@ -126,7 +126,7 @@ pub fn run(args: MetalArgs) -> Result<()> {
     for image in job.skipped_images() {
         eprintln!("imager: warning: left out of the image (--skip-unusable-images): {image}");
     }
-    crate::iso::warn_missing_platform(job.cache(), arch);
+    crate::iso::warn_missing_platform(job.cache(), job.skipped_images(), arch);
     crate::talos_config::report(job.cache(), &request.version, args.write_config.as_deref())?;
     let bar = crate::iso::write_bar(job.data_bytes(), job.output());
     let disk = job.disk_size();
