@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-    # Boot tests: QEMU (SeaBIOS comes with it) and OVMF for UEFI.
-    qemu-system-x86 ovmf
+    # Boot tests: QEMU (SeaBIOS comes with it) and OVMF for UEFI; arm64 media boot in
+    # qemu-system-aarch64 (package qemu-system-arm) under AAVMF (qemu-efi-aarch64).
+    qemu-system-x86 ovmf qemu-system-arm qemu-efi-aarch64
     # Reference copies of the boot loaders; the assets themselves are unpacked from `apt-get download`
     # by the xtask, so they do not depend on what is installed here.
     isolinux syslinux-common systemd-boot-efi
@@ -48,9 +49,20 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
-# The CI gates (cargo fmt, cargo clippy) need these components of the toolchain.
+# The CI gates (cargo fmt, cargo clippy) need these components of the toolchain; the arm64 test
+# node's init is built for aarch64-unknown-linux-musl (its rust-std carries musl and its C
+# runtime; rust-lld, part of the toolchain, links it).
 if command -v rustup >/dev/null; then
     rustup component add rustfmt clippy >/dev/null 2>&1 || echo "setup.sh: rustup could not add rustfmt/clippy" >&2
+    rustup target add aarch64-unknown-linux-musl >/dev/null
+fi
+
+# The arm64 assets (kernel, systemd-bootaa64.efi) are Debian's arm64 packages, which apt only
+# lists once it knows the architecture. Nothing arm64 is ever installed: `cargo xtask assets`
+# fetches them with `apt-get download` and unpacks them with dpkg-deb.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    echo "setup.sh: adding the arm64 architecture to apt (package lists only)"
+    "${as_root[@]}" dpkg --add-architecture arm64
 fi
 
 echo "setup.sh: updating the package lists"

@@ -23,7 +23,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::initramfs;
+use crate::initramfs::{self, NodeArch};
 use crate::util::{self, human_size};
 
 const USAGE: &str = "\
@@ -36,6 +36,22 @@ Prints DIR.
 
 /// The metapackage that names the release's current kernel package.
 const KERNEL_META: &str = "linux-image-amd64";
+
+/// arm64 assets come from the same release's arm64 packages: apt must know the architecture
+/// (`dpkg --add-architecture arm64` and `apt-get update`, which scripts/setup.sh does). apt then
+/// downloads them like any other package, by name, version and architecture, without installing
+/// anything (an arm64 package could not be installed here anyway).
+const ARM64: &str = "arm64";
+const ARM64_KERNEL_META: &str = "linux-image-arm64";
+/// Beside amd64's files, under `arm64/`: the kernel, the test initramfs (node-init built for
+/// aarch64 and the arm64 kernel's modules), and systemd-boot for AArch64 UEFI.
+const ARM64_VMLINUZ: &str = "arm64/vmlinuz";
+const ARM64_INITRAMFS: &str = "arm64/initramfs.xz";
+const ARM64_LOADER_FILES: [(&str, &str, &str); 1] = [(
+    "systemd-boot-efi",
+    "usr/lib/systemd/boot/efi/systemd-bootaa64.efi",
+    "arm64/efi/systemd-bootaa64.efi",
+)];
 
 /// Boot loader files: (package, path inside the package, path in the assets directory).
 const LOADER_FILES: [(&str, &str, &str); 5] = [
@@ -165,14 +181,15 @@ pub fn default_dir() -> PathBuf {
 pub fn prepare(out: &Path) -> Result<PathBuf> {
     let started = Instant::now();
     let cache = Cache::open()?;
-    let plan = Plan::resolve(kernel_hint(out).as_deref())?;
+    let plan = Plan::resolve(&kernel_hints(out))?;
     let sources = plan.sources_text();
 
     if is_complete(out, &sources)? {
         let rebuilt = refresh_initramfs(out, &plan, &cache)?;
         eprintln!(
-            "assets: up to date, kernel {}{} ({:.1} s)",
+            "assets: up to date, kernels {} and {}{} ({:.1} s)",
             plan.kver,
+            plan.arm64_kver,
             if rebuilt { ", initramfs rebuilt" } else { "" },
             started.elapsed().as_secs_f64()
         );
@@ -182,9 +199,11 @@ pub fn prepare(out: &Path) -> Result<PathBuf> {
     build(out, &plan, &cache, &sources)?;
     cache.prune(&plan);
     eprintln!(
-        "assets: built, kernel {} from {} ({:.1} s)",
+        "assets: built, kernels {} from {} and {} from {} ({:.1} s)",
         plan.kver,
         plan.kernel.label(),
+        plan.arm64_kver,
+        plan.arm64_kernel.label(),
         started.elapsed().as_secs_f64()
     );
     Ok(out.to_path_buf())
@@ -235,7 +254,17 @@ impl Deb {
     }
 
     fn label(&self) -> String {
-        format!("{} {}", self.name, self.version)
+        format!("{} {}", self.qualified_name(), self.version)
+    }
+
+    /// `name:arm64` for a foreign-architecture package (as apt spells it), the bare name
+    /// otherwise: `systemd-boot-efi` exists for both.
+    fn qualified_name(&self) -> String {
+        if self.arch == ARM64 {
+            format!("{}:{ARM64}", self.name)
+        } else {
+            self.name.clone()
+        }
     }
 }
 
@@ -255,6 +284,9 @@ struct Plan {
     /// The kernel release, e.g. `6.1.0-56-amd64` (`uname -r` of the test node).
     kver: String,
     kernel: Deb,
+    /// The same for arm64 (`6.1.0-56-arm64`).
+    arm64_kver: String,
+    arm64_kernel: Deb,
     copies: Vec<Extract>,
     /// `grub-pc-bin`: `boot.img` (one of `copies`) and the modules of the core image.
     grub: Deb,
@@ -263,44 +295,78 @@ struct Plan {
 }
 
 impl Plan {
-    /// `kernel_hint` is the kernel package the existing assets came from. Asked for along with the
+    /// `kernel_hints` are the kernel packages the existing assets came from. Asked for along with the
     /// rest, it saves a second `apt-cache` run whenever the kernel is unchanged: each run reloads
     /// the package lists, ~1 s where apt's binary cache is disabled (as in Debian's container
     /// images).
-    fn resolve(kernel_hint: Option<&str>) -> Result<Plan> {
-        let mut names = vec![KERNEL_META, GRUB_TOOLS_PACKAGE];
-        names.extend(kernel_hint);
+    fn resolve(kernel_hints: &[String]) -> Result<Plan> {
+        let arm64 = |name: &str| format!("{name}:{ARM64}");
+        let mut names: Vec<String> = vec![
+            KERNEL_META.into(),
+            GRUB_TOOLS_PACKAGE.into(),
+            arm64(ARM64_KERNEL_META),
+        ];
+        names.extend(kernel_hints.iter().cloned());
         for (package, _, _) in LOADER_FILES {
-            if !names.contains(&package) {
-                names.push(package);
+            if !names.iter().any(|name| name == package) {
+                names.push(package.into());
             }
         }
+        for (package, _, _) in ARM64_LOADER_FILES {
+            names.push(arm64(package));
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut stanzas = apt_show(&names)?;
-        let meta = stanzas
-            .iter()
-            .find(|stanza| stanza.get("Package") == Some(KERNEL_META))
-            .with_context(|| format!("`apt-cache show` printed nothing for {KERNEL_META}"))?;
-        let kernel_name = kernel_package(meta)?;
-        let kver = kernel_name
-            .strip_prefix("linux-image-")
-            .with_context(|| {
-                format!("kernel package {kernel_name} does not start with linux-image-")
-            })?
-            .to_owned();
-        if !stanzas
-            .iter()
-            .any(|stanza| stanza.get("Package") == Some(kernel_name.as_str()))
-        {
-            stanzas.extend(apt_show(&[&kernel_name])?);
+        let mut kernels = Vec::new();
+        for (meta_name, suffix) in [(KERNEL_META, "-amd64"), (ARM64_KERNEL_META, "-arm64")] {
+            let meta = stanzas
+                .iter()
+                .find(|stanza| stanza.get("Package") == Some(meta_name))
+                .with_context(|| {
+                    format!(
+                        "`apt-cache show` printed nothing for {meta_name}{}",
+                        if suffix == "-arm64" {
+                            " (arm64): apt needs the architecture; run `dpkg --add-architecture \
+                             arm64 && apt-get update` as root (scripts/setup.sh does)"
+                        } else {
+                            ""
+                        }
+                    )
+                })?;
+            let kernel_name = kernel_package(meta, meta_name, suffix)?;
+            let kver = kernel_name
+                .strip_prefix("linux-image-")
+                .with_context(|| {
+                    format!("kernel package {kernel_name} does not start with linux-image-")
+                })?
+                .to_owned();
+            if !stanzas
+                .iter()
+                .any(|stanza| stanza.get("Package") == Some(kernel_name.as_str()))
+            {
+                let query = if suffix == "-arm64" {
+                    arm64(&kernel_name)
+                } else {
+                    kernel_name.clone()
+                };
+                stanzas.extend(apt_show(&[&query])?);
+            }
+            kernels.push((kernel_name, kver));
         }
 
         let debs = stanzas
             .iter()
             .map(Deb::from_stanza)
             .collect::<Result<Vec<_>>>()?;
+        // A name with `:arm64` is that package's arm64 build; a bare name the native (or `all`)
+        // one: `systemd-boot-efi` is asked for in both.
         let find = |name: &str| {
+            let (name, want_arm64) = match name.strip_suffix(":arm64") {
+                Some(name) => (name, true),
+                None => (name, false),
+            };
             debs.iter()
-                .find(|deb| deb.name == name)
+                .find(|deb| deb.name == name && (deb.arch == ARM64) == want_arm64)
                 .cloned()
                 .with_context(|| format!("`apt-cache show` printed nothing for package {name}"))
         };
@@ -326,7 +392,11 @@ impl Plan {
             grub_tools.label()
         );
 
+        let [(kernel_name, kver), (arm64_kernel_name, arm64_kver)] =
+            <[(String, String); 2]>::try_from(kernels)
+                .map_err(|_| anyhow::anyhow!("expected one amd64 and one arm64 kernel"))?;
         let kernel = find(&kernel_name)?;
+        let arm64_kernel = find(&arm64(&arm64_kernel_name))?;
         let mut copies = vec![Extract {
             deb: kernel.clone(),
             from: format!("boot/vmlinuz-{kver}"),
@@ -339,9 +409,23 @@ impl Plan {
                 to: to.into(),
             });
         }
+        copies.push(Extract {
+            deb: arm64_kernel.clone(),
+            from: format!("boot/vmlinuz-{arm64_kver}"),
+            to: ARM64_VMLINUZ.into(),
+        });
+        for (package, from, to) in ARM64_LOADER_FILES {
+            copies.push(Extract {
+                deb: find(&arm64(package))?,
+                from: from.into(),
+                to: to.into(),
+            });
+        }
         Ok(Plan {
             kver,
             kernel,
+            arm64_kver,
+            arm64_kernel,
             copies,
             grub,
             grub_tools,
@@ -355,7 +439,7 @@ impl Plan {
             .iter()
             .map(|copy| &copy.deb)
             .chain([&self.grub_tools])
-            .filter(|deb| seen.insert(&deb.name))
+            .filter(|deb| seen.insert(deb.file_name()))
             .collect()
     }
 
@@ -384,29 +468,48 @@ impl Plan {
             GRUB_MODULES.join(" ")
         );
         let initramfs = (INITRAMFS, &self.kernel);
+        let arm64_initramfs = (ARM64_INITRAMFS, &self.arm64_kernel);
         let rows = self
             .copies
             .iter()
             .map(|copy| (copy.to.as_str(), &copy.deb))
-            .chain([initramfs, (GRUB_CORE, &self.grub)]);
+            .chain([initramfs, (GRUB_CORE, &self.grub), arm64_initramfs]);
         for (file, deb) in rows {
             // Infallible: writing to a String.
-            let _ = writeln!(text, "{file:<24} {:<28} {}", deb.name, deb.version);
+            let _ = writeln!(
+                text,
+                "{file:<32} {:<34} {}",
+                deb.qualified_name(),
+                deb.version
+            );
         }
         text
     }
 
-    fn modules_root(&self, kernel_dir: &Path) -> Result<PathBuf> {
-        let root = kernel_dir.join("lib/modules").join(&self.kver);
-        ensure!(
-            root.is_dir(),
-            "package {} has no lib/modules/{} ({})",
-            self.kernel.label(),
-            self.kver,
-            root.display()
-        );
-        Ok(root)
+    /// Each test initramfs: its architecture, kernel package, kernel release and file.
+    fn initramfs_jobs(&self) -> [(NodeArch, &Deb, &str, &'static str); 2] {
+        [
+            (NodeArch::Amd64, &self.kernel, &self.kver, INITRAMFS),
+            (
+                NodeArch::Arm64,
+                &self.arm64_kernel,
+                &self.arm64_kver,
+                ARM64_INITRAMFS,
+            ),
+        ]
     }
+}
+
+fn modules_root(kernel: &Deb, kver: &str, kernel_dir: &Path) -> Result<PathBuf> {
+    let root = kernel_dir.join("lib/modules").join(kver);
+    ensure!(
+        root.is_dir(),
+        "package {} has no lib/modules/{} ({})",
+        kernel.label(),
+        kver,
+        root.display()
+    );
+    Ok(root)
 }
 
 /// The fields of one `apt-cache show` / `dpkg-deb -f` stanza (continuation lines dropped: no field
@@ -455,36 +558,51 @@ fn apt_show(names: &[&str]) -> Result<Vec<Stanza>> {
 }
 
 /// The exact kernel package the metapackage depends on, e.g. `linux-image-6.1.0-56-amd64`.
-fn kernel_package(meta: &Stanza) -> Result<String> {
+fn kernel_package(meta: &Stanza, meta_name: &str, suffix: &str) -> Result<String> {
     let depends = meta
         .get("Depends")
-        .with_context(|| format!("{KERNEL_META} has no Depends field"))?;
+        .with_context(|| format!("{meta_name} has no Depends field"))?;
     depends
         .split([',', '|'])
         .filter_map(|dep| dep.split_whitespace().next())
+        // A dependency may be written `name:any`; the architecture is the metapackage's.
+        .map(|name| name.split(':').next().unwrap_or(name))
         .find(|name| {
-            name.starts_with("linux-image-") && name.ends_with("-amd64") && *name != KERNEL_META
+            name.starts_with("linux-image-") && name.ends_with(suffix) && *name != meta_name
         })
         .map(str::to_owned)
         .with_context(|| {
-            format!("no linux-image-<version>-amd64 package in {KERNEL_META}'s Depends: {depends}")
+            format!("no linux-image-<version>{suffix} package in {meta_name}'s Depends: {depends}")
         })
 }
 
-/// The kernel package named in `out/SOURCES`, if there is one that looks like a package name (apt
-/// would read some other strings as patterns).
-fn kernel_hint(out: &Path) -> Option<String> {
-    let sources = fs::read_to_string(out.join(SOURCES)).ok()?;
-    let name = sources.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        (fields.next() == Some(VMLINUZ))
-            .then(|| fields.next())
-            .flatten()
-    })?;
-    let plain = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-    (plain && name.starts_with("linux-image-")).then(|| name.to_owned())
+/// The kernel packages named in `out/SOURCES` (apt's spelling, `name:arm64` for arm64's), those
+/// that look like package names (apt would read some other strings as patterns).
+fn kernel_hints(out: &Path) -> Vec<String> {
+    let Ok(sources) = fs::read_to_string(out.join(SOURCES)) else {
+        return Vec::new();
+    };
+    sources
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let file = fields.next()?;
+            let name = fields.next()?;
+            let (bare, arch) = match name.strip_suffix(":arm64") {
+                Some(bare) => (bare, Some(ARM64)),
+                None => (name, None),
+            };
+            let expected = if arch.is_some() {
+                ARM64_VMLINUZ
+            } else {
+                VMLINUZ
+            };
+            let plain = bare
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+            (file == expected && plain && bare.starts_with("linux-image-")).then(|| name.to_owned())
+        })
+        .collect()
 }
 
 /// Whether `out` holds a complete assets directory made for exactly these package versions. Files
@@ -522,19 +640,23 @@ fn is_complete(out: &Path, sources: &str) -> Result<bool> {
 fn refresh_initramfs(out: &Path, plan: &Plan, cache: &Cache) -> Result<bool> {
     // Temporary files of a build that was killed (no other run is writing: we hold the lock).
     remove_matching(out, &[".initramfs-"]);
-    let node_init = initramfs::build_node_init(&util::workspace_root())?;
-    let target = out.join(INITRAMFS);
-    let made = modified(&target)?;
+    remove_matching(&out.join(ARM64), &[".initramfs-"]);
     let exe = std::env::current_exe().context("cannot find the running xtask executable")?;
-    if modified(&node_init)? <= made && modified(&exe)? <= made {
-        return Ok(false);
+    let mut rebuilt = false;
+    for (arch, kernel, kver, file) in plan.initramfs_jobs() {
+        let node_init = initramfs::build_node_init(&util::workspace_root(), arch)?;
+        let target = out.join(file);
+        let made = modified(&target)?;
+        if modified(&node_init)? <= made && modified(&exe)? <= made {
+            continue;
+        }
+        let modules_root = modules_root(kernel, kver, &cache.unpacked(kernel)?)?;
+        // Replaces the file atomically (temporary file beside it, then rename).
+        initramfs::build_test_initramfs(&node_init, &modules_root, arch, &target)
+            .with_context(|| format!("cannot build the test initramfs {}", target.display()))?;
+        rebuilt = true;
     }
-    let kernel_dir = cache.unpacked(&plan.kernel)?;
-    let modules_root = plan.modules_root(&kernel_dir)?;
-    // Replaces the file atomically (temporary file beside it, then rename).
-    initramfs::build_test_initramfs(&node_init, &modules_root, &target)
-        .with_context(|| format!("cannot build the test initramfs {}", target.display()))?;
-    Ok(true)
+    Ok(rebuilt)
 }
 
 fn modified(path: &Path) -> Result<SystemTime> {
@@ -568,6 +690,7 @@ fn build(out: &Path, plan: &Plan, cache: &Cache, sources: &str) -> Result<()> {
         tmp.join("isolinux"),
         tmp.join("efi"),
         tmp.join("grub"),
+        tmp.join(ARM64).join("efi"),
     ] {
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -588,11 +711,13 @@ fn build(out: &Path, plan: &Plan, cache: &Cache, sources: &str) -> Result<()> {
 
     make_grub_core(plan, cache, &tmp.join(GRUB_CORE))?;
 
-    let node_init = initramfs::build_node_init(&util::workspace_root())?;
-    let modules_root = plan.modules_root(&cache.unpacked(&plan.kernel)?)?;
-    let initramfs = tmp.join(INITRAMFS);
-    initramfs::build_test_initramfs(&node_init, &modules_root, &initramfs)
-        .with_context(|| format!("cannot build the test initramfs {}", initramfs.display()))?;
+    for (arch, kernel, kver, file) in plan.initramfs_jobs() {
+        let node_init = initramfs::build_node_init(&util::workspace_root(), arch)?;
+        let modules_root = modules_root(kernel, kver, &cache.unpacked(kernel)?)?;
+        let initramfs = tmp.join(file);
+        initramfs::build_test_initramfs(&node_init, &modules_root, arch, &initramfs)
+            .with_context(|| format!("cannot build the test initramfs {}", initramfs.display()))?;
+    }
 
     // Written last: a directory with a SOURCES file is a complete one.
     let sources_path = tmp.join(SOURCES);
@@ -654,7 +779,9 @@ fn check_replaceable(out: &Path) -> Result<()> {
                 .with_context(|| format!("cannot read the directory --out {}", out.display()));
         }
     };
-    let known = [VMLINUZ, INITRAMFS, SOURCES, "isolinux", "efi", "grub"];
+    let known = [
+        VMLINUZ, INITRAMFS, SOURCES, "isolinux", "efi", "grub", ARM64,
+    ];
     for entry in entries {
         let entry =
             entry.with_context(|| format!("cannot read the directory --out {}", out.display()))?;
@@ -791,7 +918,7 @@ impl Cache {
             .args(
                 missing
                     .iter()
-                    .map(|deb| format!("{}={}", deb.name, deb.version)),
+                    .map(|deb| format!("{}={}", deb.qualified_name(), deb.version)),
             );
         util::run_quiet(&mut cmd).with_context(|| {
             format!(
@@ -916,11 +1043,19 @@ mod tests {
         let stanzas = Stanza::parse_all(META);
         assert_eq!(stanzas.len(), 1);
         assert_eq!(
-            kernel_package(&stanzas[0]).unwrap(),
+            kernel_package(&stanzas[0], KERNEL_META, "-amd64").unwrap(),
             "linux-image-6.1.0-56-amd64"
         );
         let none = Stanza::parse_all("Package: linux-image-amd64\nDepends: libc6\n");
-        assert!(kernel_package(&none[0]).is_err());
+        assert!(kernel_package(&none[0], KERNEL_META, "-amd64").is_err());
+        let arm64 = Stanza::parse_all(
+            "Package: linux-image-arm64\nArchitecture: arm64\n\
+             Depends: linux-image-6.1.0-56-arm64 (= 6.1.192-2)\n",
+        );
+        assert_eq!(
+            kernel_package(&arm64[0], ARM64_KERNEL_META, "-arm64").unwrap(),
+            "linux-image-6.1.0-56-arm64"
+        );
     }
 
     #[test]
@@ -961,11 +1096,19 @@ mod tests {
             fs::write(dir.path().join(SOURCES), text).unwrap();
         };
         write("linux-image-6.1.0-56-amd64");
-        assert_eq!(
-            kernel_hint(dir.path()).as_deref(),
-            Some("linux-image-6.1.0-56-amd64")
-        );
+        assert_eq!(kernel_hints(dir.path()), ["linux-image-6.1.0-56-amd64"]);
         write("linux-image-.*");
-        assert_eq!(kernel_hint(dir.path()), None);
+        assert!(kernel_hints(dir.path()).is_empty());
+        let text = "vmlinuz  linux-image-6.1.0-56-amd64  1\n\
+                    arm64/vmlinuz  linux-image-6.1.0-56-arm64:arm64  1\n\
+                    arm64/initramfs.xz  linux-image-6.1.0-56-arm64:arm64  1\n";
+        fs::write(dir.path().join(SOURCES), text).unwrap();
+        assert_eq!(
+            kernel_hints(dir.path()),
+            [
+                "linux-image-6.1.0-56-amd64",
+                "linux-image-6.1.0-56-arm64:arm64"
+            ]
+        );
     }
 }

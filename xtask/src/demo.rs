@@ -14,12 +14,13 @@ use imager_boot_test::{
 use crate::{assets, util};
 
 const USAGE: &str = "\
-usage: cargo xtask demo [--firmware seabios|ovmf] [--attach cdrom|usb]
+usage: cargo xtask demo [--firmware seabios|ovmf|aavmf] [--attach cdrom|usb]
 
 Prepares the boot assets, builds `imager`, runs
     imager iso --image-cache testdata/demo-cache --output _out/demo ...
 boots _out/demo/metal-amd64.iso in QEMU (default: SeaBIOS, as a CD-ROM), prints what the test
-node reports on its serial console, and checks it against the cache on this machine.
+node reports on its serial console, and checks it against the cache on this machine. With
+`--firmware aavmf` the ISO is built with `--arch arm64` and boots in qemu-system-aarch64.
 ";
 
 /// A kernel argument that shows the command line travels from `imager iso` to the node.
@@ -42,9 +43,15 @@ pub fn run(args: &[String]) -> Result<()> {
     let imager = build_imager()?;
     let cache = root.join("testdata/demo-cache");
     let out_dir = root.join("_out/demo");
+    let arch = if opts.firmware.is_arm64() {
+        "arm64"
+    } else {
+        "amd64"
+    };
     let mut iso_cmd = Command::new(&imager);
     iso_cmd
         .arg("iso")
+        .args(["--arch", arch])
         .arg("--assets")
         .arg(&assets)
         .arg("--image-cache")
@@ -60,7 +67,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if !status.success() {
         bail!("imager iso failed ({status})");
     }
-    let iso = out_dir.join("metal-amd64.iso");
+    let iso = out_dir.join(format!("metal-{arch}.iso"));
     let iso_size = std::fs::metadata(&iso)
         .with_context(|| format!("imager reported success but {} is missing", iso.display()))?
         .len();
@@ -166,7 +173,8 @@ fn parse_args(args: &[String]) -> Result<Option<Options>> {
                 opts.firmware = match value()?.as_str() {
                     "seabios" | "bios" => Firmware::SeaBios,
                     "ovmf" | "uefi" => Firmware::Ovmf,
-                    other => bail!("--firmware {other:?}: expected seabios or ovmf"),
+                    "aavmf" | "arm64" => Firmware::Aavmf,
+                    other => bail!("--firmware {other:?}: expected seabios, ovmf or aavmf"),
                 }
             }
             "--attach" => {
@@ -210,6 +218,7 @@ fn firmware_name(f: Firmware) -> &'static str {
     match f {
         Firmware::SeaBios => "BIOS (SeaBIOS)",
         Firmware::Ovmf => "UEFI (OVMF)",
+        Firmware::Aavmf => "UEFI on arm64 (AAVMF)",
     }
 }
 
@@ -246,6 +255,8 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((o.firmware, o.attach), (Firmware::Ovmf, Attach::UsbDisk));
+        let o = parse(&["--firmware", "aavmf"]).unwrap().unwrap();
+        assert_eq!(o.firmware, Firmware::Aavmf);
         assert!(parse(&["--help"]).unwrap().is_none());
     }
 

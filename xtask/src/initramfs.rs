@@ -11,8 +11,35 @@ use anyhow::{Context, Result, bail, ensure};
 use imager_initramfs::modules::{self, ModuleDeps};
 use imager_initramfs::{Builder, Compression};
 
-/// The node's architecture; the test node is always x86-64 (QEMU `qemu-system-x86_64`).
-const NODE_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The architecture a test node runs on: which Rust target node-init is built for, and which
+/// drivers its initramfs carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeArch {
+    /// `qemu-system-x86_64 -machine pc/q35`.
+    Amd64,
+    /// `qemu-system-aarch64 -M virt`.
+    Arm64,
+}
+
+impl NodeArch {
+    /// amd64 links statically against glibc (libc6-dev's libc.a, with gcc). arm64 is built for
+    /// musl: Rust ships musl's C runtime and libc inside the target's rust-std, and rust-lld links
+    /// it, so no aarch64 C toolchain is needed on the build machine (Debian's cross gcc would
+    /// be the only other way).
+    pub fn target(self) -> &'static str {
+        match self {
+            Self::Amd64 => "x86_64-unknown-linux-gnu",
+            Self::Arm64 => "aarch64-unknown-linux-musl",
+        }
+    }
+
+    fn modules(self) -> &'static [&'static str] {
+        match self {
+            Self::Amd64 => MODULES,
+            Self::Arm64 => ARM64_MODULES,
+        }
+    }
+}
 
 /// The drivers the test node needs to find its volume on every attachment the boot tests use:
 /// CD (IDE/AHCI + sr), disk (IDE/AHCI/virtio + sd), USB stick (xHCI/EHCI + usb-storage/uas), and
@@ -47,12 +74,41 @@ const MODULES: &[&str] = &[
     "evdev",
 ];
 
-/// Builds `node-init` as a static executable and returns its path.
+/// The same for an arm64 `virt` machine: no IDE/AHCI (the boot tests attach a CD through
+/// virtio-scsi, disks through virtio-blk or usb-storage on xHCI), and virtio over MMIO as well as
+/// PCI. The PCI host bridge (`pci-host-generic`), the PL011 serial port and the EFI framebuffer
+/// are built into Debian's arm64 kernel; what of this list is built in too is skipped by
+/// `select_modules` (it checks `modules.builtin`).
+const ARM64_MODULES: &[&str] = &[
+    "isofs",
+    "cdrom",
+    "sr_mod",
+    "sd_mod",
+    "usb-storage",
+    "uas",
+    "xhci_pci",
+    "xhci_plat_hcd",
+    "virtio_mmio",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_scsi",
+    "vfat",
+    "nls_cp437",
+    "nls_iso8859_1",
+    "nls_ascii",
+    "ext4",
+    "crc32c_generic",
+];
+
+/// Builds `node-init` as a static executable for `arch` and returns its path.
 ///
 /// `+crt-static` comes in through RUSTFLAGS, which with an explicit `--target` applies to the
 /// target only, not to build scripts and proc macros (those must stay dynamic). The separate
-/// target directory keeps these flags from invalidating the normal build's artifacts.
-pub fn build_node_init(workspace_root: &Path) -> Result<PathBuf> {
+/// target directory keeps these flags from invalidating the normal build's artifacts. The whole
+/// package is built, whatever it depends on: that works as long as node-init stays pure Rust (a
+/// C dependency would need a C cross compiler for arm64).
+pub fn build_node_init(workspace_root: &Path, arch: NodeArch) -> Result<PathBuf> {
+    let target = arch.target();
     let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => workspace_root.join(dir),
         _ => workspace_root.join("target"),
@@ -68,21 +124,23 @@ pub fn build_node_init(workspace_root: &Path) -> Result<PathBuf> {
             "--profile",
             "node-init",
         ])
-        .args(["--target", NODE_TARGET, "--target-dir"])
+        .args(["--target", target, "--target-dir"])
         .arg(&target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        // Rust's own lld (it comes with the toolchain) links the musl target; the host's `cc`
+        // is an x86-64 linker. Only this target's linker is set, so amd64 and the build scripts
+        // keep theirs.
+        .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER", "rust-lld")
         // Cargo prefers this over RUSTFLAGS; an outer cargo may have left it set.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .status()
         .with_context(|| format!("cannot run {}", cargo.to_string_lossy()))?;
     ensure!(
         status.success(),
-        "building the static node-init failed ({status}); see cargo's output above"
+        "building the static node-init for {target} failed ({status}); see cargo's output \
+         above (for arm64, `rustup target add {target}`: scripts/setup.sh does)"
     );
-    let exe = target_dir
-        .join(NODE_TARGET)
-        .join("node-init")
-        .join("node-init");
+    let exe = target_dir.join(target).join("node-init").join("node-init");
     ensure!(
         exe.is_file(),
         "cargo reported success but {} does not exist",
@@ -100,14 +158,19 @@ pub fn build_node_init(workspace_root: &Path) -> Result<PathBuf> {
 /// `.modinfo` is read instead. Compression is xz with a CRC32 check (the only check the kernel
 /// accepts), or zstd if `out` ends in `.zst`. The archive is deterministic (mtime 0, root-owned)
 /// and written to a temporary file beside `out`, renamed into place only when complete.
-pub fn build_test_initramfs(node_init: &Path, modules_root: &Path, out: &Path) -> Result<()> {
+pub fn build_test_initramfs(
+    node_init: &Path,
+    modules_root: &Path,
+    arch: NodeArch,
+    out: &Path,
+) -> Result<()> {
     let kver = modules_root
         .file_name()
         .and_then(|n| n.to_str())
         .with_context(|| format!("{}: no kernel version in the path", modules_root.display()))?;
     let builtin = read_builtin(modules_root)?;
-    let graph = load_graph(modules_root)?;
-    let (wanted, skipped) = select_modules(MODULES, &graph, &builtin, kver)?;
+    let graph = load_graph(modules_root, arch.modules())?;
+    let (wanted, skipped) = select_modules(arch.modules(), &graph, &builtin, kver)?;
     for name in &skipped {
         eprintln!("initramfs: {name} is built into {kver}, not packing it");
     }
@@ -206,20 +269,22 @@ fn read_builtin(modules_root: &Path) -> Result<BTreeSet<String>> {
 }
 
 /// The dependency graph from `modules.dep`, or from the modules themselves without it.
-fn load_graph(modules_root: &Path) -> Result<ModuleDeps> {
+fn load_graph(modules_root: &Path, wanted: &[&str]) -> Result<ModuleDeps> {
     let dep = modules_root.join("modules.dep");
     match fs::read_to_string(&dep) {
         Ok(text) => {
             ModuleDeps::parse(&text).with_context(|| format!("cannot parse {}", dep.display()))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => graph_from_modinfo(modules_root),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            graph_from_modinfo(modules_root, wanted)
+        }
         Err(e) => Err(e).with_context(|| format!("cannot read {}", dep.display())),
     }
 }
 
 /// Reads `depends=` from the `.modinfo` of the wanted modules and, transitively, of what they
 /// depend on; only those few files are opened, not the thousands in the tree.
-fn graph_from_modinfo(modules_root: &Path) -> Result<ModuleDeps> {
+fn graph_from_modinfo(modules_root: &Path, wanted: &[&str]) -> Result<ModuleDeps> {
     // depmod searches `updates/` and the like before `kernel/`, but Debian's packages ship only
     // `kernel/`; walking it sorted gives a stable choice if a name were ever there twice.
     let kernel = modules_root.join("kernel");
@@ -240,7 +305,7 @@ fn graph_from_modinfo(modules_root: &Path) -> Result<ModuleDeps> {
         }
     }
 
-    let mut queue: VecDeque<String> = MODULES.iter().map(|n| modules::normalize(n)).collect();
+    let mut queue: VecDeque<String> = wanted.iter().map(|n| modules::normalize(n)).collect();
     let mut seen = BTreeSet::new();
     let mut records = Vec::new();
     while let Some(name) = queue.pop_front() {

@@ -15,6 +15,9 @@ pub const ASSET_FILES: &[&str] = &[
     "efi/systemd-bootx64.efi",
     "grub/boot.img",
     "grub/core.img",
+    "arm64/vmlinuz",
+    "arm64/initramfs.xz",
+    "arm64/efi/systemd-bootaa64.efi",
 ];
 
 /// The repository root (this crate lives at `crates/boot-test`).
@@ -85,7 +88,10 @@ mod tests {
                 "isolinux/ldlinux.c32",
                 "efi/systemd-bootx64.efi",
                 "grub/boot.img",
-                "grub/core.img"
+                "grub/core.img",
+                "arm64/vmlinuz",
+                "arm64/initramfs.xz",
+                "arm64/efi/systemd-bootaa64.efi"
             ]
         );
         assert!(err.to_string().contains("cargo xtask assets"));

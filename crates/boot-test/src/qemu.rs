@@ -23,14 +23,34 @@ pub const ECHO_ENV: &str = "IMAGER_BOOT_ECHO";
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 /// The matching variable store template; each boot gets a writable copy.
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// UEFI for arm64 `virt` machines (Debian package qemu-efi-aarch64), without secure boot. Both
+/// files are the 64 MiB that QEMU's `virt` pflash banks must be.
+pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+/// The matching variable store template; each boot gets a writable copy.
+pub const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
 
-/// The firmware the guest starts with.
+/// The firmware the guest starts with; it also decides the machine: an x86-64 PC for SeaBIOS
+/// and OVMF, an arm64 `virt` machine for AAVMF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Firmware {
     /// Legacy BIOS (QEMU's built-in SeaBIOS).
     SeaBios,
     /// UEFI (OVMF).
     Ovmf,
+    /// UEFI on arm64 (AAVMF, `qemu-system-aarch64 -M virt`).
+    Aavmf,
+}
+
+impl Firmware {
+    /// Whether the firmware is UEFI, with a code and a variable store in pflash.
+    pub fn is_uefi(self) -> bool {
+        matches!(self, Firmware::Ovmf | Firmware::Aavmf)
+    }
+
+    /// Whether the guest is an arm64 machine.
+    pub fn is_arm64(self) -> bool {
+        self == Firmware::Aavmf
+    }
 }
 
 impl fmt::Display for Firmware {
@@ -38,6 +58,7 @@ impl fmt::Display for Firmware {
         f.write_str(match self {
             Firmware::SeaBios => "seabios",
             Firmware::Ovmf => "ovmf",
+            Firmware::Aavmf => "aavmf",
         })
     }
 }
@@ -45,7 +66,8 @@ impl fmt::Display for Firmware {
 /// How an image is presented to the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Attach {
-    /// An IDE CD-ROM drive: the firmware boots the El Torito catalog.
+    /// A CD-ROM drive (IDE on a PC, SCSI on virtio-scsi on arm64 `virt`, which has no IDE): the
+    /// firmware boots the El Torito catalog.
     Cdrom,
     /// A raw USB mass-storage disk (as after `dd` to a stick): the firmware boots the MBR
     /// (BIOS) or finds the ESP through the partition table (UEFI).
@@ -152,6 +174,11 @@ impl BootConfig {
     }
 
     fn new(media: Media, firmware: Firmware, name: String) -> Self {
+        let (qemu, code, vars) = if firmware.is_arm64() {
+            ("qemu-system-aarch64", AAVMF_CODE, AAVMF_VARS)
+        } else {
+            ("qemu-system-x86_64", OVMF_CODE, OVMF_VARS)
+        };
         Self {
             media,
             firmware,
@@ -159,9 +186,9 @@ impl BootConfig {
             timeout: Duration::from_secs(240),
             extra_args: Vec::new(),
             name,
-            qemu: PathBuf::from("qemu-system-x86_64"),
-            ovmf_code: PathBuf::from(OVMF_CODE),
-            ovmf_vars: PathBuf::from(OVMF_VARS),
+            qemu: PathBuf::from(qemu),
+            ovmf_code: PathBuf::from(code),
+            ovmf_vars: PathBuf::from(vars),
             data_disks: Vec::new(),
             forwards: Vec::new(),
         }
@@ -207,8 +234,16 @@ impl BootConfig {
     /// `qmp` the control socket path.
     fn command(&self, vars: &Path, qmp: &Path) -> Command {
         let mut cmd = Command::new(&self.qemu);
-        // TCG always: KVM exists on these machines but guests spin silently under it.
-        cmd.args(["-accel", "tcg", "-machine", "pc", "-smp", "1"]);
+        let arm64 = self.firmware.is_arm64();
+        // TCG always: KVM exists on these machines but guests spin silently under it (and an
+        // arm64 guest on an x86-64 host has no choice). Cortex-A57 rather than `max`: `max`
+        // brings pointer authentication, which TCG emulates slowly, and nothing here needs it.
+        if arm64 {
+            cmd.args(["-accel", "tcg", "-machine", "virt", "-cpu", "cortex-a57"]);
+            cmd.args(["-smp", "1"]);
+        } else {
+            cmd.args(["-accel", "tcg", "-machine", "pc", "-smp", "1"]);
+        }
         cmd.arg("-m").arg(self.memory_mib.to_string());
         // No default devices (empty CD drive, floppy, NIC, VGA): the only boot candidate is ours.
         // -nographic (not -display none) makes QEMU ask SeaBIOS to mirror its own and ISOLINUX's
@@ -229,7 +264,7 @@ impl BootConfig {
             .arg(opt_path("socket,id=qmp,server=on,wait=on,path=", qmp));
         cmd.args(["-mon", "chardev=qmp,mode=control"]);
         cmd.args(["-boot", "strict=on,menu=off"]);
-        if self.firmware == Firmware::Ovmf {
+        if self.firmware.is_uefi() {
             cmd.arg("-drive").arg(opt_path(
                 "if=pflash,format=raw,unit=0,readonly=on,file=",
                 &self.ovmf_code,
@@ -247,7 +282,12 @@ impl BootConfig {
                     "if=none,id=cd,media=cdrom,readonly=on,format=raw,file=",
                     path,
                 ));
-                cmd.args(["-device", "ide-cd,drive=cd,bootindex=0"]);
+                if arm64 {
+                    cmd.args(["-device", "virtio-scsi-pci,id=scsi"]);
+                    cmd.args(["-device", "scsi-cd,drive=cd,bus=scsi.0,bootindex=0"]);
+                } else {
+                    cmd.args(["-device", "ide-cd,drive=cd,bootindex=0"]);
+                }
             }
             // snapshot=on: the guest may write to its "stick", the image file stays untouched.
             Media::Image {
@@ -321,15 +361,28 @@ impl BootConfig {
         for disk in &self.data_disks {
             inputs.push(("data disk", disk.as_path()));
         }
-        if self.firmware == Firmware::Ovmf {
-            inputs.push((
-                "OVMF firmware (Debian package ovmf)",
-                self.ovmf_code.as_path(),
-            ));
-            inputs.push((
-                "OVMF variable store (Debian package ovmf)",
-                self.ovmf_vars.as_path(),
-            ));
+        match self.firmware {
+            Firmware::Ovmf => {
+                inputs.push((
+                    "OVMF firmware (Debian package ovmf)",
+                    self.ovmf_code.as_path(),
+                ));
+                inputs.push((
+                    "OVMF variable store (Debian package ovmf)",
+                    self.ovmf_vars.as_path(),
+                ));
+            }
+            Firmware::Aavmf => {
+                inputs.push((
+                    "AAVMF firmware (Debian package qemu-efi-aarch64)",
+                    self.ovmf_code.as_path(),
+                ));
+                inputs.push((
+                    "AAVMF variable store (Debian package qemu-efi-aarch64)",
+                    self.ovmf_vars.as_path(),
+                ));
+            }
+            Firmware::SeaBios => {}
         }
         inputs
     }
@@ -504,7 +557,10 @@ pub enum BootError {
         source: std::io::Error,
     },
     /// QEMU could not be started.
-    #[error("cannot start {} (Debian package qemu-system-x86): {source}", qemu.display())]
+    #[error(
+        "cannot start {} (Debian package qemu-system-x86, or qemu-system-arm for arm64): {source}",
+        qemu.display()
+    )]
     Spawn {
         /// The binary.
         qemu: PathBuf,
@@ -603,7 +659,7 @@ pub fn boot_controlled(
         .tempdir()
         .map_err(prepare("create a temporary directory"))?;
     let vars = scratch.path().join("OVMF_VARS.fd");
-    if cfg.firmware == Firmware::Ovmf {
+    if cfg.firmware.is_uefi() {
         std::fs::copy(&cfg.ovmf_vars, &vars).map_err(prepare(&format!(
             "copy {} to {}",
             cfg.ovmf_vars.display(),
@@ -948,6 +1004,31 @@ mod tests {
             ]
         );
         assert_eq!(after(&a, "-device"), ["ide-cd,drive=cd,bootindex=0"]);
+    }
+
+    #[test]
+    fn cdrom_under_aavmf_is_scsi_on_an_arm64_virt_machine() {
+        let cfg = BootConfig::image("/x.iso", Firmware::Aavmf, Attach::Cdrom);
+        assert_eq!(cfg.name, "aavmf-cdrom");
+        assert_eq!(cfg.qemu, Path::new("qemu-system-aarch64"));
+        let a = args(&cfg.command(Path::new("/s/vars.fd"), Path::new("/s/qmp.sock")));
+        assert_eq!(after(&a, "-machine"), ["virt"]);
+        assert_eq!(after(&a, "-cpu"), ["cortex-a57"]);
+        assert_eq!(
+            after(&a, "-drive"),
+            [
+                "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd",
+                "if=pflash,format=raw,unit=1,file=/s/vars.fd",
+                "if=none,id=cd,media=cdrom,readonly=on,format=raw,file=/x.iso",
+            ]
+        );
+        assert_eq!(
+            after(&a, "-device"),
+            [
+                "virtio-scsi-pci,id=scsi",
+                "scsi-cd,drive=cd,bus=scsi.0,bootindex=0"
+            ]
+        );
     }
 
     #[test]

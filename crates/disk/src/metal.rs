@@ -38,6 +38,11 @@ pub const META_SIZE: u64 = MIB;
 /// end of the disk.
 pub const DISK_SIZE: u64 = 1246 * MIB + (BOOT_SIZE - 1000 * MIB) + BIOS_SIZE + BOOT_SIZE;
 
+/// The disk before the cache when systemd-boot alone boots it (upstream's `sd-boot` bootloader,
+/// the one arm64 images get): `MinRAWDiskSize` + the bigger BOOT's 1000 MiB, as above, without
+/// the BIOS and BOOT partitions (`FillDefaults` adds those for dual boot only).
+pub const SDBOOT_DISK_SIZE: u64 = 1246 * MIB + (BOOT_SIZE - 1000 * MIB);
+
 /// BOOT is partition 3: the GRUB core image made by `cargo xtask assets` reads `grub.cfg` from
 /// `(,gpt3)/grub` (upstream's prefix is `(hd0,gpt3)/grub`).
 pub const BOOT_PARTITION_NUMBER: u32 = 3;
@@ -60,6 +65,9 @@ pub struct MetalSizes {
     pub imagecache: Option<u64>,
     /// The whole disk.
     pub disk: DiskSize,
+    /// Whether BIOS machines boot it too (GRUB's BIOS and BOOT partitions after EFI, upstream's
+    /// `dual-boot`); without, EFI is followed by META (upstream's `sd-boot`, as on arm64).
+    pub dual_boot: bool,
 }
 
 impl MetalSizes {
@@ -70,6 +78,19 @@ impl MetalSizes {
             boot: BOOT_SIZE,
             imagecache,
             disk: DiskSize::Exact(DISK_SIZE + imagecache.unwrap_or(0)),
+            dual_boot: true,
+        }
+    }
+
+    /// Upstream's sd-boot layout (arm64): EFI 2101 MiB (`UKIEFISize()`: all boot files live
+    /// there), META, and the cache; a disk of [`SDBOOT_DISK_SIZE`] + the cache partition.
+    pub fn upstream_sdboot(imagecache: Option<u64>) -> Self {
+        Self {
+            efi: EFI_SIZE,
+            boot: 0,
+            imagecache,
+            disk: DiskSize::Exact(SDBOOT_DISK_SIZE + imagecache.unwrap_or(0)),
+            dual_boot: false,
         }
     }
 
@@ -77,13 +98,23 @@ impl MetalSizes {
     /// [`DISK_LABEL`], every partition GUID from its name, the protective MBR inactive (as
     /// upstream: docs/decisions.md).
     pub fn disk_spec(&self) -> DiskSpec {
-        let mut partitions = vec![
-            PartitionSpec::new(EFI, EFI_SYSTEM, PartitionSize::Bytes(self.efi)),
-            PartitionSpec::new(BIOS, BIOS_BOOT, PartitionSize::Bytes(BIOS_SIZE))
-                .with_attributes(LEGACY_BIOS_BOOTABLE),
-            PartitionSpec::new(BOOT, LINUX_FILESYSTEM, PartitionSize::Bytes(self.boot)),
-            PartitionSpec::new(META, LINUX_FILESYSTEM, PartitionSize::Bytes(META_SIZE)),
-        ];
+        let mut partitions = vec![PartitionSpec::new(
+            EFI,
+            EFI_SYSTEM,
+            PartitionSize::Bytes(self.efi),
+        )];
+        if self.dual_boot {
+            partitions.extend([
+                PartitionSpec::new(BIOS, BIOS_BOOT, PartitionSize::Bytes(BIOS_SIZE))
+                    .with_attributes(LEGACY_BIOS_BOOTABLE),
+                PartitionSpec::new(BOOT, LINUX_FILESYSTEM, PartitionSize::Bytes(self.boot)),
+            ]);
+        }
+        partitions.push(PartitionSpec::new(
+            META,
+            LINUX_FILESYSTEM,
+            PartitionSize::Bytes(META_SIZE),
+        ));
         if let Some(size) = self.imagecache {
             partitions.push(PartitionSpec::new(
                 IMAGECACHE,
@@ -137,6 +168,29 @@ mod tests {
                 .partitions()
                 .len(),
             4
+        );
+    }
+
+    #[test]
+    fn upstream_sdboot_layout() {
+        let plan = MetalSizes::upstream_sdboot(Some(12 * MIB))
+            .disk_spec()
+            .plan()
+            .unwrap();
+        assert_eq!(SDBOOT_DISK_SIZE, 2246 * MIB);
+        assert_eq!(plan.size(), 2258 * MIB);
+        let got: Vec<_> = plan
+            .partitions()
+            .iter()
+            .map(|p| (p.number, p.name.as_str(), p.offset() / MIB, p.len() / MIB))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, EFI, 1, 2101),
+                (2, META, 2102, 1),
+                (3, IMAGECACHE, 2103, 12)
+            ]
         );
     }
 

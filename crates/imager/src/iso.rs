@@ -54,7 +54,8 @@ pub struct IsoArgs {
     /// Directory metal-<arch>.iso is written into (created if missing).
     #[arg(long, value_name = "DIR", default_value = "_out")]
     output: PathBuf,
-    /// Target architecture.
+    /// Target architecture: amd64 (BIOS + UEFI) or arm64 (UEFI only; the kernel, initramfs
+    /// and systemd-boot come from the assets' arm64/ directory).
     #[arg(long, default_value = "amd64")]
     arch: String,
     /// Also write the machine-config patch that makes a node of --version use the cache (the
@@ -132,6 +133,12 @@ pub fn run(args: IsoArgs) -> Result<()> {
     for note in job.cache_notes() {
         eprintln!("imager: note: {note}");
     }
+    warn_missing_platform(
+        job.cache(),
+        job.skipped_images(),
+        job.cache_findings(),
+        arch,
+    );
     if request.label.is_none() && label::label_is_cut(&request.version) {
         eprintln!(
             "imager: note: the label derived from --version {} is cut to {} characters, as \
@@ -153,6 +160,58 @@ pub fn run(args: IsoArgs) -> Result<()> {
     // One line, terminal or not: what a CI log needs.
     println!("{} ({} bytes, label {label})", output.display(), size);
     Ok(())
+}
+
+/// Warns about each cached image that has images for other platforms but none for `arch`'s:
+/// a node of that architecture cannot pull it from the medium (upstream's arm64 users hit exactly
+/// this, as "no OCI image found for arm64", at build time). The medium still carries it (the
+/// same cache may feed both architectures), so this is a warning, not an error. Best effort:
+/// a cache that cannot be listed has already been checked and is `verify`'s to explain.
+/// Images in `skipped` are not on the medium and were named already.
+pub(crate) fn warn_missing_platform(
+    cache: Option<&imager_cache::Cache>,
+    skipped: &[imager_cache::UnusableImage],
+    findings: &[imager_cache::Finding],
+    arch: Arch,
+) {
+    // An index whose image for the platform is missing has its warning (and `--strict`) already.
+    let warned = |reference: &str| {
+        findings.iter().any(|f| {
+            matches!(f, imager_cache::Finding::NoPlatformImage { names, .. }
+                if names.iter().any(|n| n == reference))
+        })
+    };
+    let Some(cache) = cache else {
+        return;
+    };
+    let Ok(wanted) = imager_cache::Platform::parse(&format!("linux/{}", arch.name())) else {
+        return;
+    };
+    let Ok(images) = imager_cache::list(cache) else {
+        return;
+    };
+    for image in images {
+        // No platform known (an unreadable manifest or config): nothing to say here.
+        if image.platforms.is_empty()
+            || skipped.iter().any(|s| s.names.contains(&image.reference))
+            || warned(&image.reference)
+        {
+            continue;
+        }
+        let cached = image
+            .platforms
+            .iter()
+            .any(|p| imager_cache::Platform::parse(p).is_ok_and(|p| p.matches(&wanted)));
+        if !cached {
+            eprintln!(
+                "imager: warning: {}: no {wanted} image is cached (only {}), so {} nodes cannot \
+                 pull it from this medium",
+                image.reference,
+                image.platforms.join(", "),
+                arch.name()
+            );
+        }
+    }
 }
 
 /// The boot assets of a medium: `--assets`, else `$IMAGER_ASSETS`, else the defaults, with

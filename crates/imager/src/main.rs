@@ -26,9 +26,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Write a hybrid ISO (BIOS + UEFI, CD + USB) with an image cache: DIR/metal-<arch>.iso.
+    /// Write a hybrid ISO (BIOS + UEFI on amd64, UEFI on arm64; CD + USB) with an image cache:
+    /// DIR/metal-<arch>.iso.
     Iso(iso::IsoArgs),
-    /// Write a GPT raw disk image (UEFI + BIOS) with the cache on its ext4 IMAGECACHE partition:
+    /// Write a GPT raw disk image (UEFI, + BIOS on amd64) with the cache on its ext4 IMAGECACHE partition:
     /// DIR/metal-<arch>.raw.zst, or .raw.
     Metal(metal::MetalArgs),
     /// Create and inspect image caches.

@@ -47,7 +47,8 @@ pub struct MetalArgs {
     /// Directory metal-<arch>.raw.zst (or .raw) is written into (created if missing).
     #[arg(long, value_name = "DIR", default_value = "_out")]
     output: PathBuf,
-    /// Target architecture.
+    /// Target architecture: amd64 (GRUB for BIOS + systemd-boot for UEFI) or arm64 (systemd-boot
+    /// only, upstream's sd-boot layout: EFI, META, IMAGECACHE).
     #[arg(long, default_value = "amd64")]
     arch: String,
     /// Output format, upstream's names: `.zst` (zstd, multi-threaded; upstream's metal default)
@@ -55,7 +56,8 @@ pub struct MetalArgs {
     #[arg(long, value_name = "raw|.zst", default_value = ".zst")]
     out_format: String,
     /// Disk size without the IMAGECACHE partition, which adds its own (upstream's imageOptions
-    /// diskSize): bytes, or with a K/M/G/T suffix (powers of 1024) [default: 4247M, upstream's].
+    /// diskSize): bytes, or with a K/M/G/T suffix (powers of 1024) [default: 4247M, upstream's;
+    /// 2246M for arm64].
     #[arg(long, value_name = "SIZE")]
     disk_size: Option<String>,
     /// Also write the machine-config patch that makes a node of --version use the cache to
@@ -140,6 +142,12 @@ pub fn run(args: MetalArgs) -> Result<()> {
     for note in job.cache_notes() {
         eprintln!("imager: note: {note}");
     }
+    crate::iso::warn_missing_platform(
+        job.cache(),
+        job.skipped_images(),
+        job.cache_findings(),
+        arch,
+    );
     crate::talos_config::report(job.cache(), &request.version, args.write_config.as_deref())?;
     let bar = crate::iso::write_bar(job.data_bytes(), job.output());
     let disk = job.disk_size();

@@ -21,6 +21,11 @@ pub const SYSTEMD_BOOT: &str = "efi/systemd-bootx64.efi";
 /// the BIOS boot partition. Only `imager metal` needs them; they are checked when it loads them.
 pub const GRUB_BOOT_IMG: &str = "grub/boot.img";
 pub const GRUB_CORE_IMG: &str = "grub/core.img";
+/// arm64's files, beside amd64's (`cargo xtask assets` prepares both): the kernel, the initramfs
+/// and systemd-boot for AArch64. arm64 has no BIOS, so nothing else.
+pub const ARM64_KERNEL: &str = "arm64/vmlinuz";
+pub const ARM64_INITRAMFS: &str = "arm64/initramfs.xz";
+pub const ARM64_SYSTEMD_BOOT: &str = "arm64/efi/systemd-bootaa64.efi";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssetsError {
@@ -60,10 +65,18 @@ pub enum AssetsError {
 pub struct Assets {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
+    /// systemd-boot for the architecture's UEFI.
+    pub systemd_boot: PathBuf,
+    /// The BIOS boot loaders: amd64 only (`None` for arm64, which has no BIOS).
+    pub bios: Option<BiosAssets>,
+}
+
+/// What BIOS machines boot: ISOLINUX for the ISO, GRUB for the metal image.
+#[derive(Debug, Clone)]
+pub struct BiosAssets {
     pub isolinux_bin: PathBuf,
     pub ldlinux: PathBuf,
     pub isohybrid_mbr: PathBuf,
-    pub systemd_boot: PathBuf,
     /// GRUB's `boot.img` and core image; not checked here (the ISO does not use them).
     pub grub_boot_img: PathBuf,
     pub grub_core_img: PathBuf,
@@ -108,29 +121,45 @@ impl Assets {
     ) -> Result<Self, AssetsError> {
         let pick =
             |given: Option<&Path>, name: &str| given.map_or_else(|| dir.join(name), Path::to_owned);
-        let assets = Self {
-            kernel: pick(kernel, KERNEL),
-            initramfs: pick(initramfs, INITRAMFS),
-            isolinux_bin: dir.join(ISOLINUX_BIN),
-            ldlinux: dir.join(ISOLINUX_LDLINUX),
-            isohybrid_mbr: dir.join(ISOLINUX_MBR),
-            systemd_boot: dir.join(SYSTEMD_BOOT),
-            grub_boot_img: dir.join(GRUB_BOOT_IMG),
-            grub_core_img: dir.join(GRUB_CORE_IMG),
+        let assets = match arch {
+            Arch::Amd64 => Self {
+                kernel: pick(kernel, KERNEL),
+                initramfs: pick(initramfs, INITRAMFS),
+                systemd_boot: dir.join(SYSTEMD_BOOT),
+                bios: Some(BiosAssets {
+                    isolinux_bin: dir.join(ISOLINUX_BIN),
+                    ldlinux: dir.join(ISOLINUX_LDLINUX),
+                    isohybrid_mbr: dir.join(ISOLINUX_MBR),
+                    grub_boot_img: dir.join(GRUB_BOOT_IMG),
+                    grub_core_img: dir.join(GRUB_CORE_IMG),
+                }),
+            },
+            Arch::Arm64 => Self {
+                kernel: pick(kernel, ARM64_KERNEL),
+                initramfs: pick(initramfs, ARM64_INITRAMFS),
+                systemd_boot: dir.join(ARM64_SYSTEMD_BOOT),
+                bios: None,
+            },
         };
-        for (what, path) in [
+        let mut files = vec![
             ("kernel", &assets.kernel),
             ("initramfs", &assets.initramfs),
-            ("ISOLINUX boot image", &assets.isolinux_bin),
-            ("ISOLINUX core module", &assets.ldlinux),
-            ("isohybrid MBR boot code", &assets.isohybrid_mbr),
             ("systemd-boot EFI binary", &assets.systemd_boot),
-        ] {
+        ];
+        if let Some(bios) = &assets.bios {
+            files.extend([
+                ("ISOLINUX boot image", &bios.isolinux_bin),
+                ("ISOLINUX core module", &bios.ldlinux),
+                ("isohybrid MBR boot code", &bios.isohybrid_mbr),
+            ]);
+        }
+        for (what, path) in files {
             check_file(what, path)?;
         }
         let kernel_head = read_head("kernel", &assets.kernel)?;
         let kernel_ok = match arch {
             Arch::Amd64 => formats::check_amd64_kernel(&kernel_head),
+            Arch::Arm64 => formats::check_arm64_kernel(&kernel_head),
         };
         kernel_ok.map_err(|source| AssetsError::BadKernel {
             path: assets.kernel.clone(),

@@ -1,6 +1,8 @@
 //! Boot-loader configuration, generated from one kernel command line so that BIOS (ISOLINUX) and
 //! UEFI (systemd-boot) boot the same kernel the same way. Pure text; no I/O.
 
+use crate::iso::Arch;
+
 /// What every medium passes to the kernel before the user's `--extra-kernel-arg`s. The serial
 /// console comes last so that it is `/dev/console`: that is where the node reports, and what QEMU
 /// and BMC serial-over-LAN show.
@@ -10,7 +12,24 @@ pub const DEFAULT_ARGS: &[&str] = &[
     "console=ttyS0,115200",
 ];
 
-/// Linux on x86 truncates longer command lines (COMMAND_LINE_SIZE); refuse instead.
+/// arm64's: the serial port of arm64 servers and QEMU's `virt` machine is a PL011, `ttyAMA0`
+/// (upstream's arm64 metal arguments name `console=ttyAMA0`). Last, as above, so that it is
+/// `/dev/console`.
+pub const ARM64_DEFAULT_ARGS: &[&str] = &[
+    "talos.platform=metal",
+    "console=tty0",
+    "console=ttyAMA0,115200",
+];
+
+/// The default arguments of `arch`'s media.
+pub fn default_args(arch: Arch) -> &'static [&'static str] {
+    match arch {
+        Arch::Amd64 => DEFAULT_ARGS,
+        Arch::Arm64 => ARM64_DEFAULT_ARGS,
+    }
+}
+
+/// Linux (x86 and arm64 alike) truncates longer command lines (COMMAND_LINE_SIZE); refuse instead.
 const MAX_CMDLINE: usize = 2047;
 
 /// Why a value cannot go into a boot-loader file.
@@ -51,8 +70,13 @@ pub fn loader_text<'a>(what: &'static str, value: &'a str) -> Result<&'a str, Bo
     }
 }
 
-/// The defaults followed by `extra`, space-separated.
+/// amd64's defaults followed by `extra`, space-separated.
 pub fn kernel_cmdline(extra: &[String]) -> Result<String, BootCfgError> {
+    kernel_cmdline_for(Arch::Amd64, extra)
+}
+
+/// `arch`'s defaults followed by `extra`, space-separated.
+pub fn kernel_cmdline_for(arch: Arch, extra: &[String]) -> Result<String, BootCfgError> {
     for arg in extra {
         loader_text("kernel argument", arg)?;
         if arg.trim() != arg {
@@ -63,7 +87,7 @@ pub fn kernel_cmdline(extra: &[String]) -> Result<String, BootCfgError> {
             });
         }
     }
-    let line = DEFAULT_ARGS
+    let line = default_args(arch)
         .iter()
         .copied()
         .chain(extra.iter().map(String::as_str))
@@ -174,6 +198,15 @@ mod tests {
         }
         assert!(grub_cfg("T", files, &["a\nlinux /evil".to_owned()]).is_err());
         assert!(grub_cfg("T\" {", files, &[]).is_err());
+    }
+
+    #[test]
+    fn arm64_reports_on_the_pl011() {
+        let line = kernel_cmdline_for(Arch::Arm64, &["a=1".into()]).unwrap();
+        assert_eq!(
+            line,
+            "talos.platform=metal console=tty0 console=ttyAMA0,115200 a=1"
+        );
     }
 
     #[test]

@@ -48,8 +48,8 @@ pub fn check_amd64_kernel(head: &[u8]) -> Result<(), KernelFormatError> {
 }
 
 /// An arm64 kernel: the arm64 `Image` header (what a boot loader that loads `Image` checks), or
-/// an arm64 EFI stub (a compressed `vmlinuz.efi`, which only UEFI starts). Not used yet: media are
-/// amd64 only.
+/// an arm64 EFI stub (a compressed `vmlinuz.efi`, which only UEFI starts). Debian's arm64
+/// `vmlinuz` is an uncompressed `Image` with both.
 pub fn check_arm64_kernel(head: &[u8]) -> Result<(), KernelFormatError> {
     if head.is_empty() {
         return Err(KernelFormatError::Empty);

@@ -13,6 +13,10 @@
 //!
 //! The kernel and initramfs are stored twice: UEFI firmware reads only FAT, and ISOLINUX only
 //! ISO 9660. Both boot loaders get the same command line from [`crate::bootcfg`].
+//!
+//! arm64 media boot on UEFI only: no ISOLINUX, no `boot/` copy of the kernel, no MBR boot code;
+//! the El Torito catalog has the one 0xEF entry, the ESP holds `EFI/BOOT/BOOTAA64.EFI`, and the
+//! system area a GPT naming the appended ESP (for the dd path).
 
 use std::path::{Path, PathBuf};
 
@@ -37,13 +41,17 @@ const MBR_CODE_LEN: usize = 432;
 /// The architectures media can be made for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
+    /// BIOS and UEFI.
     Amd64,
+    /// UEFI only: there is no BIOS on arm64.
+    Arm64,
 }
 
 impl Arch {
     pub fn parse(s: &str) -> Result<Self, IsoError> {
         match s {
             "amd64" | "x86_64" => Ok(Self::Amd64),
+            "arm64" | "aarch64" => Ok(Self::Arm64),
             other => Err(IsoError::Arch(other.to_owned())),
         }
     }
@@ -51,15 +59,23 @@ impl Arch {
     pub fn name(self) -> &'static str {
         match self {
             Self::Amd64 => "amd64",
+            Self::Arm64 => "arm64",
+        }
+    }
+
+    /// The removable-media boot path UEFI firmware of this architecture starts (UEFI spec,
+    /// "Removable Media Boot Behavior").
+    pub fn efi_boot_path(self) -> &'static str {
+        match self {
+            Self::Amd64 => "EFI/BOOT/BOOTX64.EFI",
+            Self::Arm64 => "EFI/BOOT/BOOTAA64.EFI",
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum IsoError {
-    #[error(
-        "architecture {0:?} is not supported: the boot assets (ISOLINUX, systemd-boot) are amd64 only"
-    )]
+    #[error("architecture {0:?} is not supported: amd64 (x86_64) and arm64 (aarch64) are")]
     Arch(String),
     #[error(transparent)]
     Version(#[from] VersionError),
@@ -175,7 +191,7 @@ impl IsoJob {
             None => label::label_for_version(&req.version),
         };
         label::check_label(&label)?;
-        let cmdline = bootcfg::kernel_cmdline(&req.extra_kernel_args)?;
+        let cmdline = bootcfg::kernel_cmdline_for(req.arch, &req.extra_kernel_args)?;
 
         if req.output_dir.exists() && !req.output_dir.is_dir() {
             return Err(IsoError::OutputNotDir {
@@ -244,7 +260,7 @@ impl IsoJob {
             kernel: "/talos/vmlinuz",
             initramfs: "/talos/initramfs.xz",
         };
-        esp.add_file("EFI/BOOT/BOOTX64.EFI", &req.assets.systemd_boot)?
+        esp.add_file(req.arch.efi_boot_path(), &req.assets.systemd_boot)?
             .add_bytes("loader/loader.conf", bootcfg::systemd_boot_loader_conf())?
             .add_bytes(
                 "loader/entries/talos.conf",
@@ -258,27 +274,37 @@ impl IsoJob {
             .add_file("talos/initramfs.xz", &req.assets.initramfs)?;
         esp.write_to(esp_tmp.file(), esp_tmp.path())?;
 
-        let mbr = std::fs::read(&req.assets.isohybrid_mbr).map_err(|source| IsoError::Read {
-            path: req.assets.isohybrid_mbr.clone(),
-            source,
-        })?;
-        let mbr_code = mbr[..mbr.len().min(MBR_CODE_LEN)].to_vec();
-
         let mut spec = IsoSpec::new(&label, req.unix_time)?;
-        let bios_files = BootFiles {
-            kernel: "/boot/vmlinuz",
-            initramfs: "/boot/initramfs.xz",
-        };
         spec.volume_set_id(&label::volume_set_id(&req.version))
-            .application_id("IMAGER")
-            .add_file("boot/vmlinuz", &req.assets.kernel)?
-            .add_file("boot/initramfs.xz", &req.assets.initramfs)?
-            .add_file("isolinux/isolinux.bin", &req.assets.isolinux_bin)?
-            .add_file("isolinux/ldlinux.c32", &req.assets.ldlinux)?
-            .add_bytes(
-                "isolinux/isolinux.cfg",
-                bootcfg::isolinux_cfg(bios_files, &cmdline)?,
-            )?;
+            .application_id("IMAGER");
+        // BIOS machines (amd64 only) boot ISOLINUX, which reads the ISO 9660 side; UEFI-only
+        // media (arm64) carry the kernel on the ESP alone, as upstream's arm64 ISO does.
+        let bios = match &req.assets.bios {
+            Some(bios) => {
+                let mbr = std::fs::read(&bios.isohybrid_mbr).map_err(|source| IsoError::Read {
+                    path: bios.isohybrid_mbr.clone(),
+                    source,
+                })?;
+                let bios_files = BootFiles {
+                    kernel: "/boot/vmlinuz",
+                    initramfs: "/boot/initramfs.xz",
+                };
+                spec.add_file("boot/vmlinuz", &req.assets.kernel)?
+                    .add_file("boot/initramfs.xz", &req.assets.initramfs)?
+                    .add_file("isolinux/isolinux.bin", &bios.isolinux_bin)?
+                    .add_file("isolinux/ldlinux.c32", &bios.ldlinux)?
+                    .add_bytes(
+                        "isolinux/isolinux.cfg",
+                        bootcfg::isolinux_cfg(bios_files, &cmdline)?,
+                    )?;
+                Some(BiosBoot {
+                    image: "isolinux/isolinux.bin".to_owned(),
+                    catalog: "isolinux/boot.cat".to_owned(),
+                    mbr_code: mbr[..mbr.len().min(MBR_CODE_LEN)].to_vec(),
+                })
+            }
+            None => None,
+        };
         let selection = match &cache {
             Some(cache) => {
                 let selection = cache::select(
@@ -291,12 +317,10 @@ impl IsoJob {
             }
             None => CacheSelection::default(),
         };
-        spec.bios_boot(BiosBoot {
-            image: "isolinux/isolinux.bin".to_owned(),
-            catalog: "isolinux/boot.cat".to_owned(),
-            mbr_code,
-        })?
-        .uefi_boot(esp_tmp.path());
+        if let Some(bios) = bios {
+            spec.bios_boot(bios)?;
+        }
+        spec.uefi_boot(esp_tmp.path());
         let size = spec.planned_size()?;
         // Measured again: the ESP now takes its room, and the disk may be shared.
         let available = free_bytes(&req.output_dir).map_err(|source| IsoError::OutputDir {

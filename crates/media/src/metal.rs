@@ -16,6 +16,10 @@
 //! initramfs) and moved into place by the kernel; the cache's bytes go straight from where they lie
 //! into their ext4 extents. With `--out-format zst` (upstream's default) the raw image is
 //! compressed into the final file and removed, as upstream does.
+//!
+//! arm64 (no BIOS) gets upstream's sd-boot layout instead: EFI (2101 MiB, holding
+//! `EFI/BOOT/BOOTAA64.EFI`, `loader/` and `A/`), META, IMAGECACHE; no GRUB, no BIOS and BOOT
+//! partitions, and a disk of `metal::SDBOOT_DISK_SIZE` before the cache.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -176,9 +180,10 @@ struct CacheOnDisk {
 #[derive(Debug)]
 pub struct MetalJob {
     plan: DiskPlan,
-    grub: GrubBios,
+    /// GRUB for BIOS machines, and the BOOT file system it reads: amd64 only.
+    grub: Option<GrubBios>,
     efi: (StagedFile, u64),
-    boot: (StagedFile, u64),
+    boot: Option<(StagedFile, u64)>,
     cache: Option<CacheOnDisk>,
     verify: bool,
     out_tmp: StagedFile,
@@ -190,12 +195,15 @@ pub struct MetalJob {
 impl MetalJob {
     pub fn prepare(req: &MetalRequest) -> Result<Self, MetalError> {
         version::check_version(&req.version)?;
-        let cmdline = bootcfg::kernel_cmdline(&req.extra_kernel_args)?;
-        let grub_cfg = bootcfg::grub_cfg(
-            &format!("Talos {} (imager)", req.version),
-            BOOT_FILES,
-            &req.extra_kernel_args,
-        )?;
+        let cmdline = bootcfg::kernel_cmdline_for(req.arch, &req.extra_kernel_args)?;
+        let grub_cfg = match req.assets.bios {
+            Some(_) => Some(bootcfg::grub_cfg(
+                &format!("Talos {} (imager)", req.version),
+                BOOT_FILES,
+                &req.extra_kernel_args,
+            )?),
+            None => None,
+        };
         if req.output_dir.exists() && !req.output_dir.is_dir() {
             return Err(MetalError::OutputNotDir {
                 path: req.output_dir.clone(),
@@ -217,7 +225,13 @@ impl MetalJob {
             Some(input) => Some(open_cache(input, req)?),
             None => None,
         };
-        let grub = GrubBios::from_files(&req.assets.grub_boot_img, &req.assets.grub_core_img)?;
+        let grub = match &req.assets.bios {
+            Some(bios) => Some(GrubBios::from_files(
+                &bios.grub_boot_img,
+                &bios.grub_core_img,
+            )?),
+            None => None,
+        };
 
         let cache = match cache {
             Some(cache) => {
@@ -258,8 +272,14 @@ impl MetalJob {
             None => None,
         };
         let cache_size = cache.as_ref().map(|c| c.ext4.size());
-        let mut sizes = metal::MetalSizes::upstream(cache_size);
-        let disk_size = req.disk_size.unwrap_or(metal::DISK_SIZE) + cache_size.unwrap_or(0);
+        let (mut sizes, default_disk) = match grub {
+            Some(_) => (metal::MetalSizes::upstream(cache_size), metal::DISK_SIZE),
+            None => (
+                metal::MetalSizes::upstream_sdboot(cache_size),
+                metal::SDBOOT_DISK_SIZE,
+            ),
+        };
+        let disk_size = req.disk_size.unwrap_or(default_disk) + cache_size.unwrap_or(0);
         sizes.disk = DiskSize::Exact(disk_size);
         let plan = sizes
             .disk_spec()
@@ -286,20 +306,24 @@ impl MetalJob {
             &cmdline,
         )?;
         let efi = fat("EFI", &mut |spec| {
-            spec.add_file("EFI/BOOT/BOOTX64.EFI", &req.assets.systemd_boot)?
+            spec.add_file(req.arch.efi_boot_path(), &req.assets.systemd_boot)?
                 .add_bytes("loader/loader.conf", bootcfg::systemd_boot_loader_conf())?
                 .add_bytes("loader/entries/talos.conf", entry.clone())?
                 .add_file("A/vmlinuz", &req.assets.kernel)?
                 .add_file("A/initramfs.xz", &req.assets.initramfs)?;
             Ok(())
         })?;
-        let boot = fat("BOOT", &mut |spec| {
-            spec.add_bytes("grub/grub.cfg", grub_cfg.clone())?
-                .add_file("A/vmlinuz", &req.assets.kernel)?
-                .add_file("A/initramfs.xz", &req.assets.initramfs)?;
-            Ok(())
-        })?;
-        for (name, (_, len)) in [(metal::EFI, &efi), (metal::BOOT, &boot)] {
+        let boot = match &grub_cfg {
+            Some(grub_cfg) => Some(fat("BOOT", &mut |spec| {
+                spec.add_bytes("grub/grub.cfg", grub_cfg.clone())?
+                    .add_file("A/vmlinuz", &req.assets.kernel)?
+                    .add_file("A/initramfs.xz", &req.assets.initramfs)?;
+                Ok(())
+            })?),
+            None => None,
+        };
+        let fats = [(metal::EFI, Some(&efi)), (metal::BOOT, boot.as_ref())];
+        for (name, (_, len)) in fats.iter().filter_map(|(n, f)| Some((*n, (*f)?))) {
             let room = plan.partition(name).map_or(0, |p| p.len());
             if *len > room {
                 return Err(MetalError::FatTooBig {
@@ -329,7 +353,7 @@ impl MetalJob {
     /// progress counts up to.
     pub fn data_bytes(&self) -> u64 {
         self.efi.1
-            + self.boot.1
+            + self.boot.as_ref().map_or(0, |b| b.1)
             + self.cache.as_ref().map_or(0, |c| {
                 c.order.iter().map(|&i| c.cache.entries()[i].size).sum()
             })
@@ -385,9 +409,13 @@ impl MetalJob {
             path: self.out_tmp.path().to_owned(),
             source,
         };
-        self.plan.write_frame(out, Some(&self.grub))?;
+        self.plan.write_frame(out, self.grub.as_ref())?;
         let mut done = 0u64;
-        for (name, (staged, len)) in [(metal::EFI, &self.efi), (metal::BOOT, &self.boot)] {
+        let fats = [
+            (metal::EFI, Some(&self.efi)),
+            (metal::BOOT, self.boot.as_ref()),
+        ];
+        for (name, (staged, len)) in fats.iter().filter_map(|(n, f)| Some((*n, (*f)?))) {
             let at = self.plan.partition(name).map_or(0, |p| p.offset());
             imager_copy::copy_range(staged.file(), 0, out, at, *len).map_err(write_err)?;
             done += len;

@@ -83,7 +83,7 @@ fn ifreq(interface: &str) -> Result<libc::ifreq> {
 fn set_addr(
     sock: &OwnedFd,
     interface: &str,
-    request: libc::Ioctl,
+    request: libc::c_ulong,
     address: Ipv4Addr,
 ) -> Result<()> {
     let mut req = ifreq(interface)?;
@@ -117,7 +117,11 @@ fn set_up(sock: &OwnedFd, interface: &str) -> Result<()> {
     ioctl(sock, libc::SIOCSIFFLAGS, &mut req)
 }
 
-fn ioctl(sock: &OwnedFd, request: libc::Ioctl, req: &mut libc::ifreq) -> Result<()> {
+fn ioctl(sock: &OwnedFd, request: libc::c_ulong, req: &mut libc::ifreq) -> Result<()> {
+    // The request's C type is `unsigned long` in glibc and `int` in musl (`libc::Ioctl`); the
+    // SIOC* numbers fit both.
+    #[allow(clippy::cast_possible_truncation, clippy::unnecessary_cast)]
+    let request = request as libc::Ioctl;
     // SAFETY: every request used here (SIOC[GS]IFFLAGS, SIOCSIFADDR, SIOCSIFNETMASK) takes a
     // pointer to one `struct ifreq`, which `req` is, valid and exclusively borrowed for the call.
     let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request, std::ptr::from_mut(req)) };
