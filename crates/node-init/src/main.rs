@@ -145,7 +145,9 @@ fn run() -> Result<()> {
 
     // Reporting: every file of the first root (the disk copy when there is one, which shows
     // the copy) with its sha256.
-    let (first, kind) = &roots[0];
+    // Never empty: a usable set of volumes has a medium or an ext4 partition, and a blank
+    // partition without a medium failed above.
+    let (first, kind) = roots.first().context("no cache volume to report")?;
     let volume_root = match kind {
         report::Root::Medium => Path::new(MEDIUM_MOUNT),
         report::Root::Partition => first.as_path(),
