@@ -98,6 +98,12 @@ const ARM64_MODULES: &[&str] = &[
     "nls_ascii",
     "ext4",
     "crc32c_generic",
+    // Serving (`imager.serve`): the NIC, and the power button — ACPI's (built into Debian's arm64
+    // kernel) or `gpio-keys` when the kernel runs on the device tree — read through evdev.
+    "virtio_net",
+    "button",
+    "gpio_keys",
+    "evdev",
 ];
 
 /// Builds `node-init` as a static executable for `arch` and returns its path.

@@ -10,7 +10,8 @@
 //! 2. The same disk again: every file skipped; the pulls still work.
 //! 3. Power cut in the middle of copying a large blob, then boot again: the copy completes
 //!    (a `.tmp` never counts as copied) and the pulls return correct bytes.
-//! 4. The metal image alone: served from its own `IMAGECACHE` partition.
+//! 4. The metal image alone: served from its own `IMAGECACHE` partition; on amd64 under OVMF,
+//!    and on arm64 under AAVMF (`qemu-system-aarch64 -M virt`).
 //!
 //! Each boot's time from power-on to "serving" is printed (see docs/benchmarks.md).
 
@@ -61,6 +62,8 @@ struct World {
     small_iso: PathBuf,
     large_iso: PathBuf,
     small_metal: PathBuf,
+    /// The same for arm64 (the small cache holds the multi-arch index's arm64 image too).
+    small_metal_arm64: PathBuf,
 }
 
 fn world() -> &'static World {
@@ -114,7 +117,7 @@ fn make_world() -> Result<World, String> {
     drop(registry);
 
     let assets = common::real_assets();
-    let media = |cmd: &str, cache: &Path, out: &str| -> Result<PathBuf, String> {
+    let media = |cmd: &str, arch: &str, cache: &Path, out: &str| -> Result<PathBuf, String> {
         let out_dir = dir.join(out);
         let mut args: Vec<&OsStr> = vec![
             OsStr::new(cmd),
@@ -128,6 +131,8 @@ fn make_world() -> Result<World, String> {
             OsStr::new("imager.serve"),
             OsStr::new("--extra-kernel-arg"),
             OsStr::new("panic=-1"),
+            OsStr::new("--arch"),
+            OsStr::new(arch),
         ];
         if cmd == "metal" {
             args.extend([OsStr::new("--out-format"), OsStr::new("raw")]);
@@ -140,17 +145,14 @@ fn make_world() -> Result<World, String> {
                 String::from_utf8_lossy(&o.stderr)
             ));
         }
-        let name = if cmd == "metal" {
-            "metal-amd64.raw"
-        } else {
-            "metal-amd64.iso"
-        };
-        Ok(out_dir.join(name))
+        let ext = if cmd == "metal" { "raw" } else { "iso" };
+        Ok(out_dir.join(format!("metal-{arch}.{ext}")))
     };
     Ok(World {
-        small_iso: media("iso", &small_cache, "small-iso")?,
-        large_iso: media("iso", &large_cache, "large-iso")?,
-        small_metal: media("metal", &small_cache, "small-metal")?,
+        small_iso: media("iso", "amd64", &small_cache, "small-iso")?,
+        large_iso: media("iso", "amd64", &large_cache, "large-iso")?,
+        small_metal: media("metal", "amd64", &small_cache, "small-metal")?,
+        small_metal_arm64: media("metal", "arm64", &small_cache, "small-metal-arm64")?,
         dir,
         upstream: host,
         small,
@@ -230,12 +232,13 @@ struct Served1 {
 fn boot_serving(
     name: &str,
     media: &Path,
+    firmware: Firmware,
     attach: Attach,
     data_disk: Option<&Path>,
     pulls: &mut dyn FnMut(u16),
 ) -> Served1 {
     let port = free_port();
-    let mut cfg = BootConfig::image(media, Firmware::Ovmf, attach)
+    let mut cfg = BootConfig::image(media, firmware, attach)
         .with_timeout(BOOT_TIMEOUT)
         .with_name(name)
         .with_forward(port, GUEST_PORT);
@@ -405,6 +408,7 @@ fn iso_and_blank_disk_copy_serve_and_pull_then_skip_on_the_next_boot() {
     let first = boot_serving(
         "serve-first",
         &w.small_iso,
+        Firmware::Ovmf,
         Attach::Cdrom,
         Some(&disk),
         &mut |port| pull_everything(w, &w.small, port),
@@ -429,6 +433,7 @@ fn iso_and_blank_disk_copy_serve_and_pull_then_skip_on_the_next_boot() {
     let second = boot_serving(
         "serve-again",
         &w.small_iso,
+        Firmware::Ovmf,
         Attach::Cdrom,
         Some(&disk),
         &mut |port| pull_everything(w, &w.small, port),
@@ -502,6 +507,7 @@ fn a_power_cut_while_copying_is_finished_by_the_next_boot() {
     let again = boot_serving(
         "serve-after-cut",
         &w.large_iso,
+        Firmware::Ovmf,
         Attach::Cdrom,
         Some(&disk),
         &mut |port| pull_everything(w, &w.large, port),
@@ -529,6 +535,7 @@ fn the_metal_image_alone_serves_from_its_imagecache_partition() {
     let served = boot_serving(
         "serve-metal",
         &w.small_metal,
+        Firmware::Ovmf,
         Attach::VirtioDisk,
         None,
         &mut |port| pull_everything(w, &w.small, port),
@@ -537,4 +544,26 @@ fn the_metal_image_alone_serves_from_its_imagecache_partition() {
     assert!(r.copy.is_none() && r.formatted.is_none());
     assert_eq!(r.volumes.len(), 1, "{:?}", r.volumes);
     assert_eq!(r.volumes[0].label, "IMAGECACHE");
+}
+
+#[test]
+#[ignore = "needs boot assets and QEMU: run `cargo xtask test`"]
+fn the_arm64_metal_image_serves_under_aavmf() {
+    let w = world();
+    let served = boot_serving(
+        "serve-metal-arm64",
+        &w.small_metal_arm64,
+        Firmware::Aavmf,
+        Attach::VirtioDisk,
+        None,
+        &mut |port| pull_everything(w, &w.small, port),
+    );
+    let r = &served.outcome.report;
+    assert_eq!(r.volumes.len(), 1, "{:?}", r.volumes);
+    assert_eq!(r.volumes[0].label, "IMAGECACHE");
+    assert!(
+        r.cmdline_args().contains(&"console=ttyAMA0,115200"),
+        "not the arm64 medium: {:?}",
+        r.cmdline
+    );
 }

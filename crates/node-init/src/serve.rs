@@ -52,7 +52,8 @@ pub fn until_power_button(roots: Vec<PathBuf>, ready: impl FnOnce(SocketAddr)) -
 const EV_KEY: u16 = 0x01;
 const KEY_POWER: u16 = 116;
 
-/// Watches every input device named "Power Button" (the ACPI button driver's; QEMU's
+/// Watches every input device that can send `KEY_POWER` (the ACPI button driver's "Power
+/// Button" on a PC; `gpio-keys` on an arm64 `virt` machine described by a device tree; QEMU's
 /// `system_powerdown` and a hypervisor's "shut down" press it) and sends once a press is read.
 fn power_button() -> Result<mpsc::Receiver<()>> {
     let mut devices = Vec::new();
@@ -62,14 +63,15 @@ fn power_button() -> Result<mpsc::Receiver<()>> {
         if !name.starts_with("event") {
             continue;
         }
-        let label = std::fs::read_to_string(entry.path().join("device/name")).unwrap_or_default();
-        if label.trim() == "Power Button" {
+        let keys = std::fs::read_to_string(entry.path().join("device/capabilities/key"))
+            .unwrap_or_default();
+        if has_key(&keys, KEY_POWER) {
             devices.push(format!("/dev/input/{name}"));
         }
     }
     anyhow::ensure!(
         !devices.is_empty(),
-        "no input device named \"Power Button\" (are the `button` and `evdev` modules in the initramfs?)"
+        "no input device sends KEY_POWER (are `button`, `gpio_keys` and `evdev` in the initramfs?)"
     );
     let (tx, rx) = mpsc::channel();
     for path in devices {
@@ -97,4 +99,40 @@ fn power_button() -> Result<mpsc::Receiver<()>> {
         });
     }
     Ok(rx)
+}
+
+/// Whether a sysfs key capability bitmap (`capabilities/key`: hex words of the kernel's `long`
+/// width, most significant first, space-separated) has bit `code` set.
+fn has_key(bitmap: &str, code: u16) -> bool {
+    const BITS: usize = 8 * std::mem::size_of::<libc::c_long>();
+    let words: Vec<&str> = bitmap.split_whitespace().collect();
+    let index = usize::from(code) / BITS;
+    // The last word holds bits 0..BITS.
+    let Some(word) = words
+        .len()
+        .checked_sub(index + 1)
+        .and_then(|i| words.get(i))
+    else {
+        return false;
+    };
+    u64::from_str_radix(word, 16).is_ok_and(|w| w >> (usize::from(code) % BITS) & 1 == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_capability_bitmaps() {
+        // QEMU's ACPI power button on x86-64: KEY_POWER (116) only.
+        assert!(has_key("10000000000000 0", KEY_POWER));
+        assert!(!has_key("10000000000000 0", 115));
+        // A longer map: words count from the end.
+        assert!(has_key("ffff 0 0 fffffffffffffffe", 1));
+        assert!(!has_key("ffff 0 0 fffffffffffffffe", 0));
+        assert!(!has_key("ffff 0 0 fffffffffffffffe", 116));
+        assert!(has_key("ffff 0 0 fffffffffffffffe", 3 * 64));
+        assert!(!has_key("", KEY_POWER));
+        assert!(!has_key("0", KEY_POWER));
+    }
 }
