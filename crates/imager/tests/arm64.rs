@@ -13,8 +13,6 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -98,59 +96,6 @@ fn build() -> Result<Built, String> {
         disk: out.join("metal-arm64.raw"),
         token_arg,
     })
-}
-
-/// `sgdisk -i N`: (name, type GUID, first sector, last sector).
-fn partition(disk: &Path, n: u32) -> (String, String, u64, u64) {
-    let (ok, text) = common::run_tool(
-        "sgdisk",
-        &[
-            OsStr::new("-i"),
-            OsStr::new(&n.to_string()),
-            disk.as_os_str(),
-        ],
-    );
-    assert!(ok, "{text}");
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no {key} in {text}"))
-            .trim()
-            .to_owned()
-    };
-    let number = |key: &str| {
-        field(key)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    };
-    (
-        field("Partition name:").trim_matches('\'').to_owned(),
-        field("Partition GUID code:")
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned(),
-        number("First sector:"),
-        number("Last sector:"),
-    )
-}
-
-/// Sectors `first..=last` of `disk` copied out to `to` (fsck.fat wants a file of its own).
-fn extract(disk: &Path, first: u64, last: u64, to: &Path) {
-    let src = File::open(disk).unwrap();
-    let out = File::create(to).unwrap();
-    let len = (last - first + 1) * 512;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0;
-    while at < len {
-        let n = (len - at).min(buf.len() as u64) as usize;
-        src.read_exact_at(&mut buf[..n], first * 512 + at).unwrap();
-        out.write_all_at(&buf[..n], at).unwrap();
-        at += n as u64;
-    }
 }
 
 /// Checks a FAT image with `fsck.fat -n` and returns `mtype` of its systemd-boot entry, after
@@ -240,12 +185,12 @@ fn the_iso_has_one_uefi_el_torito_entry_a_clean_gpt_and_an_arm64_esp() {
     assert!(ok && text.contains("No problems found"), "{text}");
     // The GPT names the appended ESP; the dd-ed stick boots through it.
     let esp = (1..=3)
-        .map(|n| partition(&built.iso, n))
-        .find(|p| p.1 == ESP_TYPE)
+        .map(|n| common::sgdisk_partition(&built.iso, n))
+        .find(|p| p.type_guid == ESP_TYPE)
         .unwrap_or_else(|| panic!("no EFI system partition in the ISO's GPT"));
     let tmp = common::scratch();
     let fat = tmp.path().join("esp.img");
-    extract(&built.iso, esp.2, esp.3, &fat);
+    common::extract_partition(&built.iso, &esp, &fat);
     let entry = check_esp(&fat);
     assert_eq!(options_words(&entry), want_cmdline(built), "{entry}");
     // No ISOLINUX on arm64.
@@ -279,25 +224,30 @@ fn the_metal_image_is_efi_meta_imagecache_and_every_file_system_is_clean() {
     assert!(ok && text.contains("No problems found"), "{text}");
     let (ok, text) = common::run_tool("sgdisk", &[OsStr::new("-p"), built.disk.as_os_str()]);
     assert!(ok, "{text}");
-    let parts: Vec<_> = (1..=3).map(|n| partition(&built.disk, n)).collect();
-    let names: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
+    let parts: Vec<_> = (1..=3)
+        .map(|n| common::sgdisk_partition(&built.disk, n))
+        .collect();
+    let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["EFI", "META", "IMAGECACHE"], "{text}");
     // Upstream's sd-boot sizes: EFI 2101 MiB at 1 MiB, META 1 MiB after it.
-    assert_eq!((parts[0].2, parts[0].3), (2048, 2048 + 2101 * 2048 - 1));
-    assert_eq!(parts[1].3 - parts[1].2 + 1, 2048);
-    assert_eq!(parts[0].1, ESP_TYPE);
+    assert_eq!(
+        (parts[0].first, parts[0].last),
+        (2048, 2048 + 2101 * 2048 - 1)
+    );
+    assert_eq!(parts[1].last - parts[1].first + 1, 2048);
+    assert_eq!(parts[0].type_guid, ESP_TYPE);
     for p in &parts[1..] {
-        assert_eq!(p.1, LINUX_FS_TYPE, "{}", p.0);
+        assert_eq!(p.type_guid, LINUX_FS_TYPE, "{}", p.name);
     }
 
     let tmp = common::scratch();
     let fat = tmp.path().join("efi.img");
-    extract(&built.disk, parts[0].2, parts[0].3, &fat);
+    common::extract_partition(&built.disk, &parts[0], &fat);
     let entry = check_esp(&fat);
     assert_eq!(options_words(&entry), want_cmdline(built), "{entry}");
     std::fs::remove_file(&fat).unwrap();
 
-    let ext4 = format!("{}?offset={}", built.disk.display(), parts[2].2 * 512);
+    let ext4 = format!("{}?offset={}", built.disk.display(), parts[2].first * 512);
     let (ok, text) = common::run_tool("e2fsck", &[OsStr::new("-fn"), OsStr::new(&ext4)]);
     assert!(ok, "e2fsck -fn: {text}");
 }

@@ -28,60 +28,6 @@ fn metal(out: &Path, extra: &[&str]) -> Output {
     common::imager_with_env(args, &[("SOURCE_DATE_EPOCH", "0")])
 }
 
-/// `sgdisk -i N`: (name, type GUID, attribute flags, first sector, last sector).
-fn partition(disk: &Path, n: u32) -> (String, String, String, u64, u64) {
-    let (ok, text) = common::run_tool(
-        "sgdisk",
-        &[
-            OsStr::new("-i"),
-            OsStr::new(&n.to_string()),
-            disk.as_os_str(),
-        ],
-    );
-    assert!(ok, "{text}");
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no {key} in {text}"))
-            .trim()
-            .to_owned()
-    };
-    let number = |key: &str| {
-        field(key)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    };
-    (
-        field("Partition name:").trim_matches('\'').to_owned(),
-        field("Partition GUID code:")
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned(),
-        field("Attribute flags:"),
-        number("First sector:"),
-        number("Last sector:"),
-    )
-}
-
-/// A partition copied out to its own file (what fsck.fat needs).
-fn extract(disk: &Path, first: u64, last: u64, to: &Path) {
-    let src = File::open(disk).unwrap();
-    let out = File::create(to).unwrap();
-    let len = (last - first + 1) * 512;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0;
-    while at < len {
-        let n = (len - at).min(buf.len() as u64) as usize;
-        src.read_exact_at(&mut buf[..n], first * 512 + at).unwrap();
-        out.write_all_at(&buf[..n], at).unwrap();
-        at += n as u64;
-    }
-}
-
 #[test]
 fn sgdisk_fsck_fat_e2fsck_and_debugfs_accept_the_image_and_read_the_cache_back() {
     for (tool, package) in [
@@ -99,25 +45,34 @@ fn sgdisk_fsck_fat_e2fsck_and_debugfs_accept_the_image_and_read_the_cache_back()
     let (ok, text) = common::run_tool("sgdisk", &[OsStr::new("-v"), disk.as_os_str()]);
     assert!(ok && text.contains("No problems found"), "{text}");
 
-    let parts: Vec<_> = (1..=5).map(|n| partition(&disk, n)).collect();
-    let names: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
+    let parts: Vec<_> = (1..=5)
+        .map(|n| common::sgdisk_partition(&disk, n))
+        .collect();
+    let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["EFI", "BIOS", "BOOT", "META", "IMAGECACHE"]);
-    assert_eq!(parts[0].1, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
-    assert_eq!(parts[1].1, "21686148-6449-6E6F-744E-656564454649");
-    assert_eq!(parts[1].2, "0000000000000004", "BIOS: legacy BIOS bootable");
+    assert_eq!(parts[0].type_guid, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+    assert_eq!(parts[1].type_guid, "21686148-6449-6E6F-744E-656564454649");
+    assert_eq!(
+        parts[1].attributes, "0000000000000004",
+        "BIOS: legacy BIOS bootable"
+    );
     for p in &parts[2..] {
-        assert_eq!(p.1, "0FC63DAF-8483-4772-8E79-3D69D8477DE4", "{}", p.0);
+        assert_eq!(
+            p.type_guid, "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+            "{}",
+            p.name
+        );
     }
 
     for (i, name) in [(0, "efi"), (2, "boot")] {
         let fat = tmp.path().join(format!("{name}.img"));
-        extract(&disk, parts[i].3, parts[i].4, &fat);
+        common::extract_partition(&disk, &parts[i], &fat);
         let (ok, text) = common::run_tool("fsck.fat", &[OsStr::new("-n"), fat.as_os_str()]);
         assert!(ok, "fsck.fat -n {name}: {text}");
         std::fs::remove_file(&fat).unwrap();
     }
 
-    let ext4 = format!("{}?offset={}", disk.display(), parts[4].3 * 512);
+    let ext4 = format!("{}?offset={}", disk.display(), parts[4].first * 512);
     let (ok, text) = common::run_tool("dumpe2fs", &[OsStr::new("-h"), OsStr::new(&ext4)]);
     assert!(ok, "{text}");
     assert!(

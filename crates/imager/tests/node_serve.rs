@@ -351,18 +351,7 @@ fn pull_everything(w: &World, images: &[Served], port: u16) {
 
 /// The IMAGECACHE partition's byte offset in `disk` (sgdisk's first sector).
 fn partition_offset(disk: &Path) -> u64 {
-    let (ok, text) = common::run_tool(
-        "sgdisk",
-        &[OsStr::new("-i"), OsStr::new("1"), disk.as_os_str()],
-    );
-    assert!(ok, "{text}");
-    let first: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("First sector:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no first sector in {text}"));
-    first * 512
+    common::sgdisk_partition(disk, 1).first * 512
 }
 
 /// What may lie on the disk besides the cache.

@@ -200,6 +200,65 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// One GPT partition as `sgdisk -i N` reports it.
+#[derive(Debug, Clone)]
+pub struct GptPartition {
+    pub name: String,
+    /// The type GUID, upper case.
+    pub type_guid: String,
+    /// The attribute flags, 16 hex digits.
+    pub attributes: String,
+    /// First and last 512-byte sector.
+    pub first: u64,
+    pub last: u64,
+}
+
+/// `sgdisk -i N` of `disk`, parsed.
+pub fn sgdisk_partition(disk: &Path, n: u32) -> GptPartition {
+    require_tool("sgdisk", "gdisk");
+    let (ok, text) = run_tool(
+        "sgdisk",
+        &[
+            OsStr::new("-i"),
+            OsStr::new(&n.to_string()),
+            disk.as_os_str(),
+        ],
+    );
+    assert!(ok, "{text}");
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .trim()
+            .to_owned()
+    };
+    let first_word = |key: &str| field(key).split_whitespace().next().unwrap().to_owned();
+    GptPartition {
+        name: field("Partition name:").trim_matches('\'').to_owned(),
+        type_guid: first_word("Partition GUID code:"),
+        attributes: field("Attribute flags:"),
+        first: first_word("First sector:").parse().unwrap(),
+        last: first_word("Last sector:").parse().unwrap(),
+    }
+}
+
+/// A partition's sectors copied out to a file of its own (what fsck.fat needs).
+pub fn extract_partition(disk: &Path, part: &GptPartition, to: &Path) {
+    use std::os::unix::fs::FileExt;
+    let src = std::fs::File::open(disk).unwrap();
+    let out = std::fs::File::create(to).unwrap();
+    let len = (part.last - part.first + 1) * 512;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        src.read_exact_at(&mut buf[..n], part.first * 512 + at)
+            .unwrap();
+        out.write_all_at(&buf[..n], at).unwrap();
+        at += n as u64;
+    }
+}
+
 /// Every regular file under `root` with its sha256, by relative path, sorted; files under the
 /// top-level directories `skip` left out.
 pub fn tree_digests(root: &Path, skip: &[&str]) -> Vec<(String, String)> {
