@@ -17,9 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use imager_boot_test::{
-    Attach, BootConfig, Firmware, ListingDiff, boot, expected_listing, total_bytes,
-};
+use imager_boot_test::{Attach, BootConfig, Firmware, boot};
 
 /// Per boot. One takes ~13-20 s of wall time here (AAVMF starts in ~4 s, the kernel reaches the
 /// node in ~4 s of guest time); the margin covers a loaded 2-core CI machine without letting a
@@ -404,21 +402,7 @@ fn boot_and_check(image: &Path, attach: Attach) {
         Attach::SataDisk => unreachable!("not booted on arm64"),
     }
 
-    let expected = expected_listing(&common::demo_cache()).expect("list the demo cache");
-    let seen = report.listing().unwrap_or_else(|e| panic!("{e}"));
-    let diff = ListingDiff::new(&expected, &seen);
-    assert!(
-        diff.is_empty(),
-        "the node's cache differs from testdata/demo-cache:\n{diff}"
-    );
-    let summary = report.summary.expect("no cache summary line");
-    assert_eq!(summary.files, expected.len() as u64);
-    assert_eq!(summary.bytes, total_bytes(&expected));
-    eprintln!(
-        "{}: booted, reported and powered off in {:.1} s",
-        outcome.name,
-        outcome.elapsed.as_secs_f64()
-    );
+    common::assert_reported_demo_cache(&outcome);
 }
 
 #[test]

@@ -12,9 +12,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use imager_boot_test::{
-    Attach, BootConfig, Firmware, ListingDiff, boot, expected_listing, total_bytes,
-};
+use imager_boot_test::{Attach, BootConfig, Firmware, boot};
 
 /// Per boot; a loaded 2-core CI machine included.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -116,21 +114,7 @@ fn boot_and_check(firmware: Firmware, attach: Attach) {
     };
     assert_eq!(volume.device, device);
 
-    let expected = expected_listing(&common::demo_cache()).expect("list the demo cache");
-    let seen = report.listing().unwrap_or_else(|e| panic!("{e}"));
-    let diff = ListingDiff::new(&expected, &seen);
-    assert!(
-        diff.is_empty(),
-        "the node's cache differs from testdata/demo-cache:\n{diff}"
-    );
-    let summary = report.summary.expect("no cache summary line");
-    assert_eq!(summary.files, expected.len() as u64);
-    assert_eq!(summary.bytes, total_bytes(&expected));
-    eprintln!(
-        "{}: booted, reported and powered off in {:.1} s",
-        outcome.name,
-        outcome.elapsed.as_secs_f64()
-    );
+    common::assert_reported_demo_cache(&outcome);
 }
 
 #[test]

@@ -200,6 +200,28 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The booted node reported exactly the demo cache: every file with its size and sha256, and
+/// the totals line. Prints the boot's time.
+pub fn assert_reported_demo_cache(outcome: &imager_boot_test::BootOutcome) {
+    use imager_boot_test::{ListingDiff, expected_listing, total_bytes};
+    let report = &outcome.report;
+    let expected = expected_listing(&demo_cache()).expect("list the demo cache");
+    let seen = report.listing().unwrap_or_else(|e| panic!("{e}"));
+    let diff = ListingDiff::new(&expected, &seen);
+    assert!(
+        diff.is_empty(),
+        "the node's cache differs from testdata/demo-cache:\n{diff}"
+    );
+    let summary = report.summary.expect("no cache summary line");
+    assert_eq!(summary.files, expected.len() as u64);
+    assert_eq!(summary.bytes, total_bytes(&expected));
+    eprintln!(
+        "{}: booted, reported and powered off in {:.1} s",
+        outcome.name,
+        outcome.elapsed.as_secs_f64()
+    );
+}
+
 /// One GPT partition as `sgdisk -i N` reports it.
 #[derive(Debug, Clone)]
 pub struct GptPartition {
