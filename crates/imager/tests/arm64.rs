@@ -53,15 +53,8 @@ fn built() -> &'static Built {
 
 fn build() -> Result<Built, String> {
     let assets = common::real_assets();
-    // A fixed place under target/ (rebuilt every run): a static is never dropped, so a TempDir
-    // would leak.
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("arm64");
-    let _ = std::fs::remove_dir_all(&out);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let token_arg = format!("imager.test={}-{nanos}", std::process::id());
+    let out = common::fresh_target_dir("arm64");
+    let token_arg = common::token_arg();
     for (command, extra) in [("iso", &[][..]), ("metal", &["--out-format", "raw"][..])] {
         let mut args: Vec<&OsStr> = vec![
             command.as_ref(),

@@ -35,15 +35,8 @@ fn built_iso() -> &'static BuiltIso {
 
 fn build() -> Result<BuiltIso, String> {
     let assets = common::real_assets();
-    // A fixed place under target/ (rebuilt every run) rather than a TempDir: a static is never
-    // dropped, so a TempDir would leak one ISO per run.
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("boot-matrix");
-    let _ = std::fs::remove_dir_all(&out);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let token_arg = format!("imager.test={}-{nanos}", std::process::id());
+    let out = common::fresh_target_dir("boot-matrix");
+    let token_arg = common::token_arg();
     let result = common::imager([
         "iso".as_ref(),
         "--assets".as_ref(),

@@ -33,14 +33,8 @@ fn built() -> &'static Built {
 
 fn build() -> Result<Built, String> {
     let assets = common::real_assets();
-    // Under target/ (rebuilt every run): a static is never dropped, a TempDir would leak.
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("metal-boot");
-    let _ = std::fs::remove_dir_all(&out);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let token_arg = format!("imager.test={}-{nanos}", std::process::id());
+    let out = common::fresh_target_dir("metal-boot");
+    let token_arg = common::token_arg();
     let result = common::imager([
         "metal".as_ref(),
         "--assets".as_ref(),

@@ -75,9 +75,7 @@ fn world() -> &'static World {
 }
 
 fn make_world() -> Result<World, String> {
-    // Under target/ (rebuilt every run): a static is never dropped, a TempDir would leak.
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("node-serve");
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::fresh_target_dir("node-serve");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let registry = Registry::start(RegistryOptions::default());
     let host = registry.host();

@@ -200,6 +200,25 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// An empty directory `name` under Cargo's per-test scratch space, for outputs built once per
+/// test binary (in a `static`): a static is never dropped, so a `TempDir` there would leak one
+/// per run; this place is emptied on the next run instead.
+pub fn fresh_target_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// `imager.test=<pid>-<nanos>`: a kernel argument unique to this build, so a boot proves its
+/// command line came from the medium built in this very run.
+pub fn token_arg() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("imager.test={}-{nanos}", std::process::id())
+}
+
 /// The booted node reported exactly the demo cache: every file with its size and sha256, and
 /// the totals line. Prints the boot's time.
 pub fn assert_reported_demo_cache(outcome: &imager_boot_test::BootOutcome) {
